@@ -1,0 +1,34 @@
+"""requests-azguard: keep requests working when the network under a pooled
+keep-alive connection changes without telling anyone.
+
+The front door is small: ``mount()``, ``AzGuardAdapter``, ``GuardConfig``,
+``install()``/``uninstall()`` and the errors.  Importing the package has no
+side effects: the environment is read only when a config is built.
+"""
+
+from __future__ import annotations
+
+from ._adapter import AzGuardAdapter, Fallback, mount
+from ._config import GuardConfig
+from ._errors import AzGuardError, BlackHoleError, CircuitOpenError, ConfigError
+from ._instrument import (
+    Instrumentation,
+    add_instrumentation,
+    remove_instrumentation,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AzGuardAdapter",
+    "AzGuardError",
+    "BlackHoleError",
+    "CircuitOpenError",
+    "ConfigError",
+    "Fallback",
+    "GuardConfig",
+    "Instrumentation",
+    "add_instrumentation",
+    "mount",
+    "remove_instrumentation",
+]

@@ -1,0 +1,148 @@
+"""AzGuardAdapter: the requests transport adapter, and ``mount()``.
+
+The adapter subclasses ``requests.adapters.HTTPAdapter`` only at the hooks
+requests documents for subclassing (``init_poolmanager``,
+``proxy_manager_for``, ``send``) and keeps its contracts: every HTTPAdapter
+argument is honoured, ``__attrs__`` lists the guard's attributes so a pickled
+adapter comes back with its configuration, and ``**pool_kwargs`` pass through.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, List, Mapping, Optional, Tuple, Union
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from ._config import GuardConfig
+from ._errors import ConfigError
+from ._keepalive import HOST_CONSTANTS, HOST_KIND, SocketOption, socket_options
+from ._pool import AzPoolManager, AzProxyManager
+
+__all__ = ["AzGuardAdapter", "Fallback", "mount"]
+
+#: ``fallback(request, error) -> Response``.
+Fallback = Callable[[requests.PreparedRequest, Exception], requests.Response]
+
+_ProxyManagerArgs = Mapping[str, Any]
+
+
+class AzGuardAdapter(HTTPAdapter):
+    """A drop-in ``HTTPAdapter`` that guards pooled keep-alive connections.
+
+    :param config: a :class:`GuardConfig`; ``None`` reads ``AZGUARD_*`` now.
+    :param fallback: ``fallback(request, error) -> Response``, called instead
+        of raising when a host's circuit breaker is open.
+    :param kwargs: any ``HTTPAdapter`` argument (``pool_connections``,
+        ``pool_maxsize``, ``max_retries``, ``pool_block``).
+    """
+
+    # HTTPAdapter already owns the attribute name ``config`` (a dict), so the
+    # guard's settings live under ``azguard_config``.
+    __attrs__ = [*HTTPAdapter.__attrs__, "azguard_config", "azguard_fallback"]
+
+    azguard_config: GuardConfig
+    azguard_fallback: Optional[Fallback]
+
+    def __init__(
+        self,
+        config: Optional[GuardConfig] = None,
+        *,
+        fallback: Optional[Fallback] = None,
+        **kwargs: Any,
+    ) -> None:
+        if config is None:
+            config = GuardConfig.from_env()
+        if not isinstance(config, GuardConfig):
+            raise ConfigError("config", config, "a requests_azguard.GuardConfig or None")
+        if fallback is not None and not callable(fallback):
+            raise ConfigError(
+                "fallback", fallback, "a callable fallback(request, error) -> Response, or None"
+            )
+        # Set before super().__init__(), which calls init_poolmanager().
+        self.azguard_config = config
+        self.azguard_fallback = fallback
+        if "max_retries" not in kwargs:
+            kwargs["max_retries"] = Retry.from_int(config.retries)
+        super().__init__(**kwargs)
+
+    # -- requests' documented hooks ----------------------------------------
+
+    def azguard_socket_options(self) -> List[SocketOption]:
+        """The options every new socket of this adapter gets (TCP_NODELAY kept)."""
+        return socket_options(self.azguard_config, HOST_CONSTANTS, HOST_KIND)
+
+    def init_poolmanager(
+        self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any
+    ) -> None:
+        # Saved first, exactly as HTTPAdapter does, so pickling keeps them.
+        self._pool_connections = connections
+        self._pool_maxsize = maxsize
+        self._pool_block = block
+        # urllib3 2.x ignores a subclass's default_socket_options: pass them.
+        pool_kwargs.setdefault("socket_options", self.azguard_socket_options())
+        self.poolmanager = AzPoolManager(
+            num_pools=connections,
+            maxsize=maxsize,
+            block=block,
+            azguard_config=self.azguard_config,
+            **pool_kwargs,
+        )
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        # requests builds proxy managers without the pool kwargs given to
+        # init_poolmanager, which is how keepalive options get lost behind a
+        # proxy; they are passed here for HTTP proxies, CONNECT tunnels and SOCKS.
+        if proxy in self.proxy_manager:
+            return self.proxy_manager[proxy]
+        proxy_kwargs.setdefault("socket_options", self.azguard_socket_options())
+        if proxy.lower().startswith("socks"):
+            return super().proxy_manager_for(proxy, **proxy_kwargs)
+        manager = AzProxyManager(
+            proxy,
+            proxy_headers=self.proxy_headers(proxy),
+            num_pools=self._pool_connections,
+            maxsize=self._pool_maxsize,
+            block=self._pool_block,
+            azguard_config=self.azguard_config,
+            **proxy_kwargs,
+        )
+        self.proxy_manager[proxy] = manager
+        return manager
+
+    def send(  # type: ignore[override]
+        self,
+        request: requests.PreparedRequest,
+        stream: bool = False,
+        timeout: Union[float, Tuple[Any, Any], Any, None] = None,
+        verify: Union[bool, str] = True,
+        cert: Union[str, Tuple[str, str], None] = None,
+        proxies: Optional[Mapping[str, str]] = None,
+    ) -> requests.Response:
+        if timeout is None and self.azguard_config.default_timeout is not None:
+            # Legacy callers often pass no timeout and can hang forever; an
+            # explicit timeout from the caller always wins.
+            timeout = self.azguard_config.default_timeout
+        return super().send(
+            request,
+            stream=stream,
+            timeout=timeout,
+            verify=verify,
+            cert=cert,
+            proxies=proxies,
+        )
+
+
+def mount(
+    session: requests.Session,
+    config: Optional[GuardConfig] = None,
+    **adapter_kwargs: Any,
+) -> requests.Session:
+    """Mount one :class:`AzGuardAdapter` on ``http://`` and ``https://``."""
+    if not isinstance(session, requests.Session):
+        raise ConfigError("session", session, "a requests.Session")
+    adapter = AzGuardAdapter(config, **adapter_kwargs)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session

@@ -1,0 +1,64 @@
+"""``azguard env``: the effective configuration, each value with its source."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any, List, Mapping, Optional
+
+from ._config import describe_env
+from ._errors import ConfigError
+
+__all__ = ["main"]
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "off"
+    if isinstance(value, frozenset):
+        return ",".join(str(v) for v in sorted(value))
+    if isinstance(value, tuple):
+        return ",".join(f"{v:g}" for v in value)
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, float):
+        return f"{value:g}s"
+    return str(value)
+
+
+def main(argv: Optional[List[str]] = None, environ: Optional[Mapping[str, str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="azguard env", description=__doc__)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args(argv)
+    env = os.environ if environ is None else environ
+    try:
+        items = describe_env(env)
+    except ConfigError as exc:
+        print(f"azguard env: {exc}", file=sys.stderr)
+        return 2
+    redis = next(i for i in items if i.variable == "AZGUARD_REDIS_URL")
+    if redis.value is not None:
+        from ._config import _redact_url
+
+        items = [i._replace(value=_redact_url(i.value)) if i is redis else i for i in items]
+    if args.json:
+        out = {
+            i.variable: {"field": i.field or None, "value": _jsonable(i.value), "source": i.source}
+            for i in items
+        }
+        print(json.dumps(out, indent=2, sort_keys=True))
+        return 0
+    width = max(len(i.variable) for i in items)
+    for i in items:
+        print(f"{i.variable.ljust(width)}  {_show(i.value):<22}  ({i.source})")
+    return 0
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, frozenset):
+        return sorted(value)
+    if isinstance(value, tuple):
+        return list(value)
+    return value

@@ -1,0 +1,34 @@
+"""Read keepalive options back from the sockets a guarded Session pooled."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any, Dict, List
+
+from requests.adapters import HTTPAdapter
+
+LINUX = hasattr(socket, "TCP_KEEPIDLE") and hasattr(socket, "TCP_USER_TIMEOUT")
+
+
+def pooled_sockets(adapter: HTTPAdapter) -> List[Any]:
+    """Every socket idle in the adapter's pools, direct and behind proxies."""
+    managers = [adapter.poolmanager, *adapter.proxy_manager.values()]
+    socks = []
+    for manager in managers:
+        for key in list(manager.pools.keys()):
+            pool = manager.pools[key]
+            for conn in list(pool.pool.queue):
+                if conn is not None and conn.sock is not None:
+                    socks.append(conn.sock)
+    return socks
+
+
+def read_options(sock: Any) -> Dict[str, int]:
+    out = {
+        "SO_KEEPALIVE": sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+        "TCP_NODELAY": sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY),
+    }
+    if LINUX:
+        for name in ("TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT", "TCP_USER_TIMEOUT"):
+            out[name] = sock.getsockopt(socket.IPPROTO_TCP, getattr(socket, name))
+    return out

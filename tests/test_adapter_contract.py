@@ -1,0 +1,123 @@
+"""HTTPAdapter and urllib3 contracts the adapter must keep."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import requests
+import urllib3.poolmanager
+from requests.adapters import HTTPAdapter
+from servers import HTTPTestServer
+from urllib3.util.retry import Retry
+
+from requests_azguard import AzGuardAdapter, ConfigError, GuardConfig
+from requests_azguard._pool import AzHTTPConnectionPool, AzHTTPSConnectionPool
+
+
+def test_pickle_round_trip_keeps_configuration(server: HTTPTestServer) -> None:
+    cfg = GuardConfig(max_idle=7.0, keepalive_idle=12.0, retries=5)
+    adapter = AzGuardAdapter(cfg, pool_connections=3, pool_maxsize=4, pool_block=True)
+    copy = pickle.loads(pickle.dumps(adapter))
+    assert copy.azguard_config == cfg
+    assert (copy._pool_connections, copy._pool_maxsize, copy._pool_block) == (3, 4, True)
+    assert copy.max_retries.total == 5
+    assert isinstance(copy.poolmanager, type(adapter.poolmanager))
+    assert copy.poolmanager.connection_pool_kw["socket_options"] == adapter.azguard_socket_options()
+    s = requests.Session()
+    s.mount("http://", copy)
+    assert s.get(server.url, timeout=5).text == "ok"
+
+
+def test_module_level_pool_classes_untouched() -> None:
+    before = dict(urllib3.poolmanager.pool_classes_by_scheme)
+    adapter = AzGuardAdapter(GuardConfig())
+    assert adapter.poolmanager.pool_classes_by_scheme == {
+        "http": AzHTTPConnectionPool,
+        "https": AzHTTPSConnectionPool,
+    }
+    assert (
+        adapter.poolmanager.pool_classes_by_scheme is not urllib3.poolmanager.pool_classes_by_scheme
+    )
+    assert urllib3.poolmanager.pool_classes_by_scheme == before
+    assert urllib3.poolmanager.pool_classes_by_scheme["http"] is urllib3.HTTPConnectionPool
+    plain = HTTPAdapter()
+    assert plain.poolmanager.pool_classes_by_scheme["http"] is urllib3.HTTPConnectionPool
+
+
+def test_honours_every_httpadapter_argument() -> None:
+    retry = Retry(total=2, backoff_factor=0.5)
+    adapter = AzGuardAdapter(
+        GuardConfig(), pool_connections=2, pool_maxsize=9, max_retries=retry, pool_block=True
+    )
+    assert adapter.max_retries is retry
+    assert adapter.poolmanager.connection_pool_kw["maxsize"] == 9
+    assert adapter.poolmanager.connection_pool_kw["block"] is True
+    assert adapter.poolmanager.pools._maxsize == 2  # num_pools
+    assert AzGuardAdapter(GuardConfig(), max_retries=0).max_retries.total == 0
+
+
+def test_default_retries_come_from_config() -> None:
+    assert AzGuardAdapter(GuardConfig(retries=4)).max_retries.total == 4
+
+
+def test_config_none_reads_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AZGUARD_MAX_IDLE", "9s")
+    assert AzGuardAdapter().azguard_config.max_idle == 9.0
+    monkeypatch.setenv("AZGUARD_MAX_IDLE", "bogus")
+    with pytest.raises(ConfigError, match="AZGUARD_MAX_IDLE"):
+        AzGuardAdapter()
+
+
+def test_bad_arguments_are_named() -> None:
+    with pytest.raises(ConfigError, match="config"):
+        AzGuardAdapter({"max_idle": 3})  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="fallback"):
+        AzGuardAdapter(GuardConfig(), fallback=503)  # type: ignore[arg-type]
+
+
+def test_is_an_httpadapter_and_keeps_its_attrs() -> None:
+    adapter = AzGuardAdapter(GuardConfig())
+    assert isinstance(adapter, HTTPAdapter)
+    assert set(HTTPAdapter.__attrs__) <= set(AzGuardAdapter.__attrs__)
+    assert adapter.config == {}  # HTTPAdapter's own dict, not the GuardConfig
+    state = adapter.__getstate__()
+    assert state["azguard_config"] is adapter.azguard_config
+
+
+def test_pool_kwargs_pass_through() -> None:
+    class Sub(AzGuardAdapter):
+        def init_poolmanager(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            kwargs["source_address"] = ("127.0.0.1", 0)
+            super().init_poolmanager(*args, **kwargs)
+
+    kw = Sub(GuardConfig()).poolmanager.connection_pool_kw
+    assert kw["source_address"] == ("127.0.0.1", 0)
+    assert kw["socket_options"]  # the guard's options are still there
+
+
+def test_default_timeout_applies_only_without_explicit_timeout() -> None:
+    seen = []
+
+    class Spy(AzGuardAdapter):
+        def send(self, request, **kwargs):  # type: ignore[no-untyped-def]
+            return super().send(request, **kwargs)
+
+    import requests.adapters as ra
+
+    orig = ra.HTTPAdapter.send
+
+    def capture(self, request, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(kwargs.get("timeout"))
+        raise requests.ConnectionError("captured")
+
+    ra.HTTPAdapter.send = capture  # type: ignore[method-assign]
+    try:
+        s = requests.Session()
+        s.mount("http://", Spy(GuardConfig(default_timeout=(1.5, 9.0))))
+        for kwargs in ({}, {"timeout": 3}):
+            with pytest.raises(requests.ConnectionError):
+                s.get("http://127.0.0.1:9/", **kwargs)
+    finally:
+        ra.HTTPAdapter.send = orig  # type: ignore[method-assign]
+    assert seen == [(1.5, 9.0), 3]

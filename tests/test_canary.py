@@ -1,0 +1,44 @@
+"""Canaries: fail loudly if a urllib3 or requests hook the library relies on disappears.
+
+These hooks are private or semi-private and differ between urllib3 1.26 and
+2.x; the library overrides them with pass-through signatures.  If one of these
+tests fails after an upgrade, the guard would silently stop working.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import requests.adapters
+import urllib3.connection
+import urllib3.connectionpool
+import urllib3.poolmanager
+
+
+def test_pool_hooks_exist() -> None:
+    pool = urllib3.connectionpool.HTTPConnectionPool
+    for name in ("_new_conn", "_get_conn", "_put_conn", "_make_request", "ConnectionCls"):
+        assert hasattr(pool, name), f"urllib3 HTTPConnectionPool.{name} is gone"
+    assert hasattr(urllib3.connectionpool.HTTPSConnectionPool, "ConnectionCls")
+
+
+def test_manager_hooks_exist() -> None:
+    pm = urllib3.poolmanager.PoolManager
+    assert hasattr(pm, "_new_pool"), "urllib3 PoolManager._new_pool is gone"
+    assert "pool_classes_by_scheme" in vars(urllib3.poolmanager)
+    assert issubclass(urllib3.poolmanager.ProxyManager, pm)
+    conn = urllib3.connection.HTTPConnection("127.0.0.1", 9, socket_options=[(6, 1, 1)])
+    assert conn.socket_options == [(6, 1, 1)], "urllib3 dropped HTTPConnection(socket_options=)"
+
+
+def test_connection_send_path() -> None:
+    conn = urllib3.connection.HTTPConnection
+    assert hasattr(conn, "send") and hasattr(conn, "connect")
+
+
+def test_requests_adapter_hooks() -> None:
+    adapter = requests.adapters.HTTPAdapter
+    for name in ("init_poolmanager", "proxy_manager_for", "send", "__attrs__", "proxy_headers"):
+        assert hasattr(adapter, name), f"requests HTTPAdapter.{name} is gone"
+    params = inspect.signature(adapter.init_poolmanager).parameters
+    assert "pool_kwargs" in params
