@@ -115,15 +115,29 @@ class AzGuardAdapter(HTTPAdapter):
         self,
         request: requests.PreparedRequest,
         stream: bool = False,
-        timeout: Union[float, Tuple[Any, Any], Any, None] = None,
+        timeout: Union[None, float, Tuple[Any, Any], Any] = None,
         verify: Union[bool, str] = True,
-        cert: Union[str, Tuple[str, str], None] = None,
+        cert: Union[None, str, Tuple[str, str]] = None,
         proxies: Optional[Mapping[str, str]] = None,
     ) -> requests.Response:
         if timeout is None and self.azguard_config.default_timeout is not None:
             # Legacy callers often pass no timeout and can hang forever; an
             # explicit timeout from the caller always wins.
             timeout = self.azguard_config.default_timeout
+        return self._azguard_transport(
+            request, stream=stream, timeout=timeout, verify=verify, cert=cert, proxies=proxies
+        )
+
+    def _azguard_transport(
+        self,
+        request: requests.PreparedRequest,
+        stream: bool,
+        timeout: Any,
+        verify: Union[bool, str],
+        cert: Union[None, str, Tuple[str, str]],
+        proxies: Optional[Mapping[str, str]],
+    ) -> requests.Response:
+        """One request through urllib3, including its transparent retries."""
         return super().send(
             request,
             stream=stream,
