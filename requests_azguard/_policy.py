@@ -1,0 +1,198 @@
+"""The failure policy: one table mapping a low-level failure to a decision.
+
+A failure is first *classified* into a row name (an errno name such as
+``ECONNRESET``, or a kind such as ``read_timeout``) by following the exception
+chain that requests and urllib3 build (``requests`` -> ``MaxRetryError.reason``
+-> ``ProtocolError.args`` -> ``OSError``), which differs between urllib3 1.26
+and 2.x.  The row then says what to do; the code that acts on it (the pool,
+the retry object, the breaker) never tests errnos itself.
+
+Why the rows are what they are:
+
+* A flow whose path died (``ETIMEDOUT`` from keepalive or ``TCP_USER_TIMEOUT``,
+  ``EINVAL`` after a NIC hot-migration, a black-hole verdict, unreachable
+  routes) says the same about every older flow to that peer: *condemn*.
+* A reset or close (``ECONNRESET``, ``EPIPE``, peer closed before answering,
+  TLS EOF) is usually about one connection (idle close races, max requests
+  per connection): evict it and retry on a fresh one, keep its siblings.
+* A fresh connection that cannot be made (refused, DNS) will not be fixed by
+  an immediate retry: *fail fast* and let the breaker count it.
+* Whether a retry is *safe* is not decided here: see ``_retry.py``.
+"""
+
+from __future__ import annotations
+
+import errno
+import http.client
+import socket
+import ssl
+import threading
+from typing import Dict, Final, Iterator, Mapping, NamedTuple, Optional
+
+from urllib3 import exceptions as u3
+
+from ._errors import ConfigError
+
+__all__ = [
+    "DEFAULT_TABLE",
+    "Classified",
+    "Decision",
+    "classify",
+    "decision_for",
+    "iter_chain",
+    "reset_decisions",
+    "set_decision",
+]
+
+
+class Decision(NamedTuple):
+    """What to do about one failure."""
+
+    evict: bool = False  # close this connection, never reuse it
+    condemn: bool = False  # older idle connections to the same peer are not reused
+    retry: bool = False  # a fresh connection may succeed (safety is checked apart)
+    breaker: bool = False  # counts as a breaker failure if it is the final outcome
+    fail_fast: bool = False  # stop now: retrying cannot help
+    timeout: bool = False  # counts toward the consecutive-timeouts signal
+
+
+_DEAD_FLOW = Decision(evict=True, condemn=True, retry=True, breaker=True)
+_ONE_CONN = Decision(evict=True, retry=True, breaker=True)
+_NO_ROUTE = Decision(evict=True, condemn=True, breaker=True, fail_fast=True)
+_CANNOT_CONNECT = Decision(breaker=True, fail_fast=True)
+
+#: The decision table.  Keys are errno names or failure kinds.
+DEFAULT_TABLE: Final[Mapping[str, Decision]] = {
+    # errnos seen on an established flow
+    "EINVAL": _DEAD_FLOW,  # "read: invalid argument" after the path moved
+    "ETIMEDOUT": _DEAD_FLOW,  # keepalive or TCP_USER_TIMEOUT gave up
+    "ENOTCONN": _DEAD_FLOW,
+    "blackhole": _DEAD_FLOW,  # the in-flight watchdog's verdict
+    "EPIPE": _ONE_CONN,
+    "ECONNRESET": _ONE_CONN,
+    "ECONNABORTED": _ONE_CONN,
+    "peer_closed": _ONE_CONN,  # RemoteDisconnected: closed before answering
+    "tls_eof": _ONE_CONN,  # TLS unexpected EOF
+    # routes
+    "EHOSTUNREACH": _NO_ROUTE,
+    "ENETUNREACH": _NO_ROUTE,
+    "ENETDOWN": _NO_ROUTE,
+    "EHOSTDOWN": _NO_ROUTE,
+    # connecting
+    "ECONNREFUSED": _CANNOT_CONNECT,
+    "dns": _CANNOT_CONNECT,
+    "connect_timeout": Decision(retry=True, breaker=True, timeout=True),
+    # waiting for the answer: the connection's state is unknown afterwards
+    "read_timeout": Decision(evict=True, retry=True, breaker=True, timeout=True),
+    # anything else: drop the connection, do not guess further
+    "other": Decision(evict=True, breaker=True),
+}
+
+_lock = threading.Lock()
+_overrides: Dict[str, Decision] = {}
+
+
+def set_decision(kind: str, decision: Decision) -> None:
+    """Override one row of the table, process-wide (``reset_decisions`` undoes)."""
+    if kind not in DEFAULT_TABLE:
+        raise ConfigError("kind", kind, "one of " + ", ".join(sorted(DEFAULT_TABLE)))
+    if not isinstance(decision, Decision):
+        raise ConfigError("decision", decision, "a requests_azguard.Decision")
+    with _lock:
+        _overrides[kind] = decision
+
+
+def reset_decisions() -> None:
+    with _lock:
+        _overrides.clear()
+
+
+def decision_for(kind: str) -> Decision:
+    return _overrides.get(kind) or DEFAULT_TABLE.get(kind) or DEFAULT_TABLE["other"]
+
+
+class Classified(NamedTuple):
+    kind: str  # the row name
+    errno_name: Optional[str]  # e.g. "ECONNRESET", or None
+    decision: Decision
+
+
+def iter_chain(exc: Optional[BaseException], limit: int = 16) -> Iterator[BaseException]:
+    """``exc`` and every exception it wraps, outermost first, each once."""
+    seen = set()
+    todo = [exc]
+    while todo and len(seen) < limit:
+        current = todo.pop(0)
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        nested = [
+            getattr(current, "reason", None),  # MaxRetryError, ProxyError (1.26)
+            getattr(current, "original_error", None),  # ProxyError (2.x)
+            current.__cause__,
+            current.__context__,
+        ]
+        nested.extend(a for a in getattr(current, "args", ()) if isinstance(a, BaseException))
+        todo.extend(n for n in nested if isinstance(n, BaseException))
+
+
+# urllib3 2.x wraps resolver failures in NameResolutionError; 1.26 leaves the
+# socket.gaierror in the chain under NewConnectionError.
+_DNS_ERRORS: Final = tuple(
+    t for t in (socket.gaierror, getattr(u3, "NameResolutionError", None)) if t is not None
+)
+
+
+def _kind_of(exc: BaseException) -> Optional[str]:
+    """The row for one exception on its own, or None if it only wraps others."""
+    if getattr(exc, "azguard_blackhole", False):
+        return "blackhole"
+    if isinstance(exc, _DNS_ERRORS):
+        return "dns"
+    if isinstance(exc, u3.ConnectTimeoutError) and not isinstance(exc, u3.NewConnectionError):
+        return "connect_timeout"
+    if isinstance(exc, u3.ReadTimeoutError):
+        return "read_timeout"
+    if isinstance(exc, ssl.SSLEOFError) or (
+        isinstance(exc, ssl.SSLError) and "UNEXPECTED_EOF" in str(exc)
+    ):
+        return "tls_eof"
+    if isinstance(exc, OSError) and exc.errno:
+        name = errno.errorcode.get(exc.errno)
+        if name is not None:
+            return name if name in DEFAULT_TABLE else "other"
+    if isinstance(exc, http.client.RemoteDisconnected):
+        return "peer_closed"
+    if isinstance(exc, (TimeoutError, socket.timeout)):
+        return "read_timeout"
+    return None
+
+
+# Rows that explain a failure better than the wrappers around them; the chain
+# is searched for these first (a NewConnectionError wraps ECONNREFUSED).
+_SPECIFIC_FIRST: Final = ("blackhole", "dns", "tls_eof")
+
+
+def classify(exc: BaseException) -> Classified:
+    """Classify ``exc`` (any requests, urllib3 or OS exception) into a row."""
+    kinds = []
+    for item in iter_chain(exc):
+        kind = _kind_of(item)
+        if kind is not None:
+            if kind in _SPECIFIC_FIRST:
+                return Classified(kind, _errno_name(exc), decision_for(kind))
+            kinds.append(kind)
+    # Prefer a precise errno row over the generic ones found on wrappers.
+    for kind in kinds:
+        if kind not in ("other", "read_timeout", "peer_closed"):
+            return Classified(kind, _errno_name(exc), decision_for(kind))
+    kind = kinds[0] if kinds else "other"
+    return Classified(kind, _errno_name(exc), decision_for(kind))
+
+
+def _errno_name(exc: BaseException) -> Optional[str]:
+    for item in iter_chain(exc):
+        if isinstance(item, OSError) and item.errno:
+            return errno.errorcode.get(item.errno)
+    return None
