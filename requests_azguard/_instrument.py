@@ -2,16 +2,34 @@
 
 Code paths call ``hooks()`` and report facts; the default back-end does
 nothing, so an unobserved process pays one attribute lookup per event.
-Back-ends (Prometheus, logging, a user's own such as OpenTelemetry) implement
-the same Protocol and are added with ``add_instrumentation``.
+Back-ends (Prometheus in ``_prometheus``, logging in ``_log``, a user's own
+such as OpenTelemetry) implement the same Protocol and are added with
+``add_instrumentation``; a back-end that raises is logged once and never
+breaks the request that reported the event.  ``HostLabels`` bounds the host
+label values a back-end hands to a metrics system.
 """
 
 from __future__ import annotations
 
+import logging
+import re
 import threading
-from typing import List, Optional, Protocol, Sequence, runtime_checkable
+from typing import (
+    Dict,
+    Iterable,
+    List,
+    Optional,
+    Protocol,
+    Sequence,
+    Set,
+    Tuple,
+    runtime_checkable,
+)
 
 __all__ = [
+    "EVENTS",
+    "BoundedLabel",
+    "HostLabels",
     "Instrumentation",
     "NoopInstrumentation",
     "add_instrumentation",
@@ -80,22 +98,146 @@ class NoopInstrumentation:
         pass
 
 
-class _FanOut(NoopInstrumentation):
-    """Forwards each event to every registered back-end."""
+class _Dispatch:
+    """Forwards each event to every registered back-end.
+
+    A back-end that raises never breaks the request that reported the event:
+    the failure is logged once per back-end and event, then ignored.
+    """
 
     def __init__(self, backends: Sequence[Instrumentation]) -> None:
         self._backends = tuple(backends)
+        self._failed: Set[Tuple[int, str]] = set()
 
-    def __getattribute__(self, name: str) -> object:
-        if name.startswith("_"):
-            return object.__getattribute__(self, name)
-        backends = object.__getattribute__(self, "_backends")
-
-        def call(*args: object) -> None:
-            for backend in backends:
+    def _emit(self, name: str, *args: object) -> None:
+        for backend in self._backends:
+            try:
                 getattr(backend, name)(*args)
+            except Exception:
+                key = (id(backend), name)
+                if key not in self._failed:
+                    self._failed.add(key)
+                    logging.getLogger("requests_azguard").warning(
+                        "instrumentation back-end %r failed in %s(); further failures "
+                        "of this event are ignored",
+                        backend,
+                        name,
+                        exc_info=True,
+                    )
 
-        return call
+    def connection_opened(self, host: str, connect_seconds: float) -> None:
+        self._emit("connection_opened", host, connect_seconds)
+
+    def connection_reused(self, host: str) -> None:
+        self._emit("connection_reused", host)
+
+    def connection_evicted(self, host: str, reason: str) -> None:
+        self._emit("connection_evicted", host, reason)
+
+    def error(self, host: str, errno_name: str) -> None:
+        self._emit("error", host, errno_name)
+
+    def retry(self, host: str, reason: str) -> None:
+        self._emit("retry", host, reason)
+
+    def blackhole(self, host: str) -> None:
+        self._emit("blackhole", host)
+
+    def condemned(self, host: str, connections: int) -> None:
+        self._emit("condemned", host, connections)
+
+    def breaker_transition(self, host: str, old: str, new: str) -> None:
+        self._emit("breaker_transition", host, old, new)
+
+    def fallback_served(self, host: str) -> None:
+        self._emit("fallback_served", host)
+
+    def tcp_info(self, host: str, rtt_seconds: float, grade: str) -> None:
+        self._emit("tcp_info", host, rtt_seconds, grade)
+
+
+#: The event names of the Protocol, for back-ends built by introspection.
+EVENTS: Tuple[str, ...] = tuple(
+    name for name in vars(NoopInstrumentation) if not name.startswith("_")
+)
+
+
+class HostLabels:
+    """Bounded label values for hosts, so metric cardinality cannot grow
+    without limit when a program talks to many hosts.
+
+    With ``allow`` (an iterable of ``scheme://host:port`` strings, or bare
+    ``host:port`` / ``host``), only those hosts keep their own label; every
+    other host is ``"other"``.  Without it, the first ``max_hosts`` distinct
+    hosts seen keep theirs: labels never move from one series to another
+    once given, which "top-N by traffic" could not promise.
+    """
+
+    OTHER = "other"
+
+    def __init__(self, allow: Optional[Iterable[str]] = None, max_hosts: int = 50) -> None:
+        if isinstance(allow, str):
+            from ._errors import ConfigError
+
+            raise ConfigError("allow", allow, "an iterable of host strings, not one string")
+        if not isinstance(max_hosts, int) or isinstance(max_hosts, bool) or max_hosts < 0:
+            from ._errors import ConfigError
+
+            raise ConfigError("max_hosts", max_hosts, "a whole number >= 0")
+        self._allow = None if allow is None else frozenset(allow)
+        self._max = max_hosts
+        self._seen: Dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, host: str) -> str:
+        label = self._seen.get(host)
+        if label is not None:
+            return label
+        with self._lock:
+            label = self._seen.get(host)
+            if label is None:
+                label = self._decide(host)
+                # Remember "other" decisions too, but not without bound.
+                if label != self.OTHER or len(self._seen) < 4 * self._max + 256:
+                    self._seen[host] = label
+            return label
+
+    def _decide(self, host: str) -> str:
+        if self._allow is not None:
+            bare = host.split("://", 1)[-1]
+            match = _PORT_SUFFIX.match(bare)
+            name = match.group(1) if match else bare
+            if host in self._allow or bare in self._allow or name in self._allow:
+                return host
+            return self.OTHER
+        own = sum(1 for v in self._seen.values() if v != self.OTHER)
+        return host if own < self._max else self.OTHER
+
+
+class BoundedLabel:
+    """Bounded label values for free-form strings (reasons, errno names): the
+    first ``max_values`` distinct well-formed values pass, the rest are
+    ``"other"``."""
+
+    def __init__(self, max_values: int = 64) -> None:
+        self._max = max_values
+        self._seen: Set[str] = set()
+        self._lock = threading.Lock()
+
+    def __call__(self, value: str) -> str:
+        if value in self._seen:
+            return value
+        if not isinstance(value, str) or not _LABEL_VALUE.match(value):
+            return "other"
+        with self._lock:
+            if len(self._seen) >= self._max:
+                return "other"
+            self._seen.add(value)
+        return value
+
+
+_PORT_SUFFIX = re.compile(r"^(.*):([0-9]+)$")
+_LABEL_VALUE = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
 
 
 _lock = threading.Lock()
@@ -110,12 +252,7 @@ def hooks() -> Instrumentation:
 
 def _rebuild() -> None:
     global _current
-    if not _backends:
-        _current = NoopInstrumentation()
-    elif len(_backends) == 1:
-        _current = _backends[0]
-    else:
-        _current = _FanOut(_backends)
+    _current = _Dispatch(_backends) if _backends else NoopInstrumentation()
 
 
 def add_instrumentation(backend: Instrumentation) -> None:

@@ -23,7 +23,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BASE_SIZE",
+    "CLOSE",
+    "CLOSE_WAIT",
     "DEGRADED",
+    "ESTABLISHED",
     "HEALTHY",
     "TCP_STATES",
     "UNHEALTHY",
@@ -31,6 +34,7 @@ __all__ = [
     "base_rto",
     "grade",
     "parse_tcp_info",
+    "raw_socket",
     "read_tcp_info",
     "state_name",
 ]
