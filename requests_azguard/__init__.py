@@ -11,6 +11,7 @@ from __future__ import annotations
 from ._adapter import AzGuardAdapter, Fallback, mount
 from ._config import GuardConfig
 from ._errors import AzGuardError, BlackHoleError, CircuitOpenError, ConfigError
+from ._install import install, uninstall
 from ._instrument import (
     Instrumentation,
     add_instrumentation,
@@ -29,6 +30,8 @@ __all__ = [
     "GuardConfig",
     "Instrumentation",
     "add_instrumentation",
+    "install",
     "mount",
     "remove_instrumentation",
+    "uninstall",
 ]

@@ -1,0 +1,245 @@
+"""``install()``/``uninstall()``: guard every ``requests.Session`` created afterwards.
+
+``requests.Session.__init__`` mounts ``HTTPAdapter()`` looked up in the
+``requests.sessions`` module namespace *at call time*; module-level
+``requests.get()`` and friends build such a Session per call.  Rebinding that
+one name is therefore enough to guard all of them, and it is the only name
+touched: ``requests.adapters.HTTPAdapter`` stays the original class, so
+``AzGuardAdapter`` (a subclass of it) cannot recurse, and third-party
+subclasses of ``HTTPAdapter`` keep their base.
+
+The patch is recorded exactly (module, name, what was there, what we put
+there) and ``uninstall()`` puts back what was there only while the name still
+holds our class; if something else rebound it after us, it is left in place
+and :class:`InstallConflictError` names the current occupant.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+from types import ModuleType, TracebackType
+from typing import Any, NamedTuple, Optional, Type
+
+from ._adapter import AzGuardAdapter
+from ._config import GuardConfig, describe_env
+from ._errors import AzGuardError, ConfigError
+
+__all__ = ["InstallConflictError", "Installation", "install", "is_installed", "uninstall"]
+
+# The one name Session.__init__ resolves when it mounts its default adapters.
+_TARGET_MODULE = "requests.sessions"
+_TARGET_NAME = "HTTPAdapter"
+
+
+class InstallConflictError(AzGuardError, RuntimeError):
+    """Something else rebound ``requests.sessions.HTTPAdapter`` after ``install()``."""
+
+
+class _Patch(NamedTuple):
+    module: ModuleType
+    name: str
+    original: Any
+    replacement: Any
+
+
+class _State:
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.patch: Optional[_Patch] = None
+        self.config: Optional[GuardConfig] = None
+        # Bumped on every patch, so a handle from an earlier install() cannot
+        # undo a later one.
+        self.generation = 0
+        self.fork_hook = False
+
+
+_state = _State()
+
+
+def _reset_lock_after_fork() -> None:
+    # A fork taken while another thread held the lock would leave the child
+    # unable to ever install or uninstall.
+    _state.lock = threading.RLock()
+
+
+class _InstalledAdapter(AzGuardAdapter):
+    """What ``requests.Session()`` mounts while ``install()`` is active.
+
+    ``Session.__init__`` calls ``HTTPAdapter()`` with no arguments, so the
+    installed config is taken here; an explicit ``config`` still wins.  A
+    module-level class so sessions holding it stay picklable.
+    """
+
+    def __init__(self, config: Optional[GuardConfig] = None, **kwargs: Any) -> None:
+        if config is None:
+            config = _state.config
+        super().__init__(config, **kwargs)
+
+
+def _config_from_env() -> GuardConfig:
+    # AZGUARD_AUTO has no GuardConfig field, and GuardConfig.from_env() turns a
+    # set AZGUARD_AUTO into a bogus field name; validate it, then leave it out.
+    raw = os.environ.get("AZGUARD_AUTO")
+    if raw is None:
+        return GuardConfig.from_env()
+    describe_env({"AZGUARD_AUTO": raw})
+    return GuardConfig.from_env({k: v for k, v in os.environ.items() if k != "AZGUARD_AUTO"})
+
+
+def _describe(obj: Any) -> str:
+    module = getattr(obj, "__module__", None)
+    name = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None)
+    if module and name:
+        return f"{module}.{name}"
+    return repr(obj)
+
+
+def _current(patch: _Patch) -> Any:
+    return patch.module.__dict__.get(patch.name)
+
+
+class Installation:
+    """The handle ``install()`` returns; also a context manager.
+
+    ``uninstall()`` on a handle undoes only what that ``install()`` call did:
+    the patch if it made it, or the config swap if it replaced the config of
+    an install that was already active.  ``requests_azguard.uninstall()``
+    undoes the patch whoever made it.
+    """
+
+    def __init__(
+        self,
+        config: GuardConfig,
+        generation: int,
+        made_patch: bool,
+        previous_config: Optional[GuardConfig],
+    ) -> None:
+        self.config = config
+        self._generation = generation
+        self._made_patch = made_patch
+        self._previous_config = previous_config
+        self._done = False
+
+    @property
+    def active(self) -> bool:
+        """Whether the install this handle belongs to is still in place."""
+        with _state.lock:
+            return _state.patch is not None and _state.generation == self._generation
+
+    def uninstall(self) -> bool:
+        """Undo this handle's ``install()``; ``True`` if something was undone."""
+        with _state.lock:
+            if self._done or not self.active:
+                self._done = True
+                return False
+            if self._made_patch:
+                undone = _uninstall_locked()
+            elif self._previous_config is not None and _state.config is self.config:
+                _state.config = self._previous_config
+                undone = True
+            else:
+                undone = False
+            self._done = True
+            return undone
+
+    def __enter__(self) -> Installation:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        self.uninstall()
+
+    def __repr__(self) -> str:
+        state = "active" if self.active else "inactive"
+        return f"<requests_azguard install ({state}) config={self.config!r}>"
+
+
+def install(config: Optional[GuardConfig] = None) -> Installation:
+    """Guard every ``requests.Session`` created from now on, ``requests.get()`` included.
+
+    :param config: the :class:`GuardConfig` for those sessions; ``None`` reads
+        ``AZGUARD_*`` once, now (a bad value raises ``ConfigError`` and nothing
+        is patched).
+
+    Idempotent: while installed, ``install()`` patches nothing more.  With an
+    explicit ``config`` it replaces the active one for sessions created
+    afterwards (an explicit argument wins over the environment-derived config
+    of ``AZGUARD_AUTO``); its handle puts the previous config back.
+    """
+    if config is not None and not isinstance(config, GuardConfig):
+        raise ConfigError("config", config, "a requests_azguard.GuardConfig or None")
+    import requests.sessions
+
+    with _state.lock:
+        patch = _state.patch
+        if patch is not None:
+            assert _state.config is not None
+            current = _current(patch)
+            if current is not patch.replacement:
+                warnings.warn(
+                    f"requests_azguard.install(): already installed, but "
+                    f"{_TARGET_MODULE}.{_TARGET_NAME} is now {_describe(current)}, "
+                    "rebound after requests-azguard; new Sessions are not guarded "
+                    "and it was left in place",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+            previous = _state.config
+            if config is not None and config != previous:
+                _state.config = config
+                return Installation(config, _state.generation, False, previous)
+            return Installation(previous, _state.generation, False, None)
+
+        if config is None:
+            config = _config_from_env()
+        module = requests.sessions
+        original = module.__dict__[_TARGET_NAME]
+        if not _state.fork_hook and hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=_reset_lock_after_fork)
+            _state.fork_hook = True
+        _state.config = config
+        _state.generation += 1
+        _state.patch = _Patch(module, _TARGET_NAME, original, _InstalledAdapter)
+        setattr(module, _TARGET_NAME, _InstalledAdapter)
+        return Installation(config, _state.generation, True, None)
+
+
+def _uninstall_locked() -> bool:
+    patch = _state.patch
+    if patch is None:
+        return False
+    current = _current(patch)
+    if current is not patch.replacement:
+        raise InstallConflictError(
+            f"requests_azguard.uninstall(): {_TARGET_MODULE}.{_TARGET_NAME} is now "
+            f"{_describe(current)}, rebound after requests-azguard installed; it was left "
+            f"in place rather than clobbered (requests-azguard would restore "
+            f"{_describe(patch.original)}). Undo that patch first, then call uninstall() again."
+        )
+    setattr(patch.module, patch.name, patch.original)
+    _state.patch = None
+    _state.config = None
+    return True
+
+
+def uninstall() -> bool:
+    """Put back exactly what ``install()`` replaced; ``True`` if it was installed.
+
+    Raises :class:`InstallConflictError` (and changes nothing) when something
+    else rebound ``requests.sessions.HTTPAdapter`` after ``install()``.
+    Sessions created while installed keep their guarded adapters.
+    """
+    with _state.lock:
+        return _uninstall_locked()
+
+
+def is_installed() -> bool:
+    """Whether ``install()`` is in effect (its patch recorded and not undone)."""
+    with _state.lock:
+        return _state.patch is not None
