@@ -1,0 +1,166 @@
+"""The ``AZGUARD_AUTO`` start-up hook, run by ``requests_azguard_autostart.pth``.
+
+Every interpreter of the environment runs the ``.pth`` line at start-up.  With
+``AZGUARD_AUTO`` unset or empty it costs one environment lookup and imports
+nothing.  Otherwise the line loads this file *by path*, without importing the
+``requests_azguard`` package (whose ``__init__`` imports requests), and calls
+:func:`start`.
+
+:func:`start` does not import requests either: it puts a finder at the front
+of ``sys.meta_path`` that lets ``requests`` import normally and, once the
+package has finished executing, calls ``requests_azguard.install()``.  So a
+program that never imports requests pays almost nothing, and one that does is
+guarded from its first Session on.
+
+Nothing here may crash or block an interpreter: every failure becomes one line
+on stderr saying requests is NOT guarded, and the program runs on.  Only the
+standard library's already-loaded ``os`` and ``sys`` are imported.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# typing is not imported at run time: start-up must not pay for it.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Mapping, Optional, Sequence
+
+__all__ = ["PTH_NAME", "RequestsHook", "start"]
+
+#: The file name the ``.pth`` line ships under in site-packages; it sorts
+#: after setuptools' ``__editable__.*.pth`` so an editable install's finder is
+#: in place when the line runs.
+PTH_NAME = "requests_azguard_autostart.pth"
+
+# Same spellings as requests_azguard._config._parse_bool (a test keeps them in
+# step); duplicated because importing _config would import requests.
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+_BOOL_ACCEPTED = "1 or 0 (also true/false, yes/no, on/off)"
+_NOT_GUARDED = "requests is NOT guarded"
+
+
+# Lines already written: site can run a .pth line twice in one interpreter
+# (CPython 3.11 venvs process their site-packages twice), and one clear line
+# must stay one line.
+_said: set[str] = set()
+
+
+def _say(line: str) -> None:
+    stream = sys.stderr
+    if stream is None or line in _said:  # pythonw and daemons may have no stderr
+        return
+    _said.add(line)
+    try:
+        stream.write(f"azguard: {line}; {_NOT_GUARDED}\n")
+        stream.flush()
+    except Exception:
+        pass
+
+
+def _install() -> None:
+    """Install the guard; any failure is one stderr line, never an exception."""
+    try:
+        from requests_azguard._errors import ConfigError
+    except Exception as exc:
+        _say(f"cannot import requests_azguard ({type(exc).__name__}: {exc})")
+        return
+    try:
+        from requests_azguard._install import install
+
+        install()
+    except ConfigError as exc:
+        # str(ConfigError) is "AZGUARD_X='value' is invalid: expected ...".
+        _say(str(exc))
+    except Exception as exc:
+        _say(f"AZGUARD_AUTO start-up hook failed ({type(exc).__name__}: {exc})")
+
+
+class _InstallAfterExec:
+    """Wraps requests' own loader: runs it, then installs the guard."""
+
+    def __init__(self, loader: Any, hook: RequestsHook) -> None:
+        self.loader = loader
+        self.hook = hook
+
+    def create_module(self, spec: Any) -> Any:
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module: Any) -> None:
+        # Put the real loader back first so requests' __loader__/__spec__ look
+        # exactly as if nothing had intervened (resources, reload, pickling).
+        spec = getattr(module, "__spec__", None)
+        if spec is not None and spec.loader is self:
+            spec.loader = self.loader
+        if getattr(module, "__loader__", None) is self:
+            module.__loader__ = self.loader
+        self.loader.exec_module(module)
+        # Only after requests imported cleanly: a failed import may be retried.
+        self.hook.remove()
+        _install()
+
+
+class RequestsHook:
+    """A meta-path finder that arms ``install()`` for when requests is imported."""
+
+    def find_spec(
+        self, fullname: str, path: Optional[Sequence[str]] = None, target: Any = None
+    ) -> Any:
+        if fullname != "requests":
+            return None
+        spec = None
+        for finder in list(sys.meta_path):
+            if finder is self or isinstance(finder, RequestsHook):
+                continue
+            find = getattr(finder, "find_spec", None)
+            if find is None:
+                continue
+            spec = find(fullname, path, target)
+            if spec is not None:
+                break
+        if spec is None:
+            return None
+        try:
+            if spec.loader is not None and hasattr(spec.loader, "exec_module"):
+                spec.loader = _InstallAfterExec(spec.loader, self)
+            else:
+                _say("requests has a loader the start-up hook cannot wrap")
+                self.remove()
+        except Exception as exc:
+            _say(f"AZGUARD_AUTO start-up hook failed ({type(exc).__name__}: {exc})")
+        return spec
+
+    def remove(self) -> None:
+        try:
+            sys.meta_path.remove(self)
+        except ValueError:
+            pass
+
+
+def start(environ: Optional[Mapping[str, str]] = None) -> bool:
+    """Arm the guard if ``AZGUARD_AUTO`` is true; ``True`` if armed or installed.
+
+    Never raises.  An invalid ``AZGUARD_AUTO`` is one stderr line; invalid
+    values of the other variables are reported the same way when requests is
+    imported, since checking them needs the package (and so requests).
+    """
+    try:
+        raw = (os.environ if environ is None else environ).get("AZGUARD_AUTO", "")
+        text = raw.strip().lower()
+        if not text or text in _FALSE:
+            return False
+        if text not in _TRUE:
+            _say(f"AZGUARD_AUTO={raw!r} is invalid: expected {_BOOL_ACCEPTED}")
+            return False
+        if "requests" in sys.modules:
+            # Imported by an earlier .pth or sitecustomize: install right away.
+            _install()
+            return True
+        if not any(isinstance(f, RequestsHook) for f in sys.meta_path):
+            sys.meta_path.insert(0, RequestsHook())
+        return True
+    except Exception as exc:
+        _say(f"AZGUARD_AUTO start-up hook failed ({type(exc).__name__}: {exc})")
+        return False
