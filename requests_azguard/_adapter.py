@@ -13,12 +13,14 @@ from typing import Any, Callable, List, Mapping, Optional, Tuple, Union
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import DecodeError, MaxRetryError, ProtocolError
 from urllib3.util.retry import Retry
 
 from ._config import GuardConfig
 from ._errors import ConfigError
 from ._keepalive import HOST_CONSTANTS, HOST_KIND, SocketOption, socket_options
-from ._pool import AzPoolManager, AzProxyManager
+from ._pool import AzPoolManager, AzProxyManager, preload_scope
+from ._retry import AzRetry
 
 __all__ = ["AzGuardAdapter", "Fallback", "mount"]
 
@@ -66,6 +68,9 @@ class AzGuardAdapter(HTTPAdapter):
         if "max_retries" not in kwargs:
             kwargs["max_retries"] = Retry.from_int(config.retries)
         super().__init__(**kwargs)
+        # Whatever the caller gave (an int, a Retry), keep every setting and
+        # add the guard's replay rules: still urllib3's one retry loop.
+        self.max_retries = AzRetry.wrap(self.max_retries, config.retry_non_idempotent)
 
     # -- requests' documented hooks ----------------------------------------
 
@@ -138,14 +143,46 @@ class AzGuardAdapter(HTTPAdapter):
         proxies: Optional[Mapping[str, str]],
     ) -> requests.Response:
         """One request through urllib3, including its transparent retries."""
-        return super().send(
-            request,
-            stream=stream,
-            timeout=timeout,
-            verify=verify,
-            cert=cert,
-            proxies=proxies,
-        )
+        if stream:
+            return super().send(
+                request, stream=True, timeout=timeout, verify=verify, cert=cert, proxies=proxies
+            )
+        try:
+            with preload_scope():
+                response = super().send(
+                    request,
+                    stream=False,
+                    timeout=timeout,
+                    verify=verify,
+                    cert=cert,
+                    proxies=proxies,
+                )
+        except requests.ConnectionError as exc:
+            raise _as_body_error(exc, request) from exc
+        except DecodeError as exc:
+            # What requests raises when it decodes a body itself.
+            raise requests.exceptions.ContentDecodingError(exc, request=request) from exc
+        # urllib3 read (and decoded) the body inside urlopen; hand it to
+        # requests exactly as Response.content would have read it.
+        data = response.raw.data
+        response._content = data if data is not None else b""
+        response._content_consumed = True  # type: ignore[attr-defined]
+        return response
+
+
+def _as_body_error(exc: requests.ConnectionError, request: requests.PreparedRequest) -> Exception:
+    """The error requests itself raises when the body read fails after send().
+
+    The body is read inside send() so that urllib3 can retry it; a failure
+    that is not retried must still surface as requests reports it: a broken
+    body is ``ChunkedEncodingError``, a read timeout mid-body a ``ConnectionError``.
+    """
+    reason = exc.args[0] if exc.args else None
+    if isinstance(reason, MaxRetryError):
+        reason = reason.reason
+    if isinstance(reason, ProtocolError) and str(reason).startswith("Connection broken"):
+        return requests.exceptions.ChunkedEncodingError(reason, request=request)
+    return exc
 
 
 def mount(

@@ -3,31 +3,53 @@
 Each connection records when it was opened and last returned to the pool,
 the peer address it reached at connect (its fingerprint), and how many bytes
 of the current request reached the kernel: the "nothing written" fact that
-decides whether a non-idempotent request may be replayed.
+decides whether a non-idempotent request may be replayed.  While a replayable
+request is in flight its socket carries tight watchdog options (see
+``_keepalive.inflight_options``), restored when it goes back to the pool.
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from typing import Any, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 from urllib3.connection import HTTPConnection, HTTPSConnection
 
 from ._config import GuardConfig
-from ._keepalive import HOST_CONSTANTS, HOST_KIND, windows_keepalive_vals
+from ._instrument import hooks
+from ._keepalive import HOST_CONSTANTS, HOST_KIND, SocketOption, windows_keepalive_vals
+from ._tcpinfo import base_rto, raw_socket, read_tcp_info
+from ._validation import gather, reuse_verdict
 
 __all__ = ["AzHTTPConnection", "AzHTTPSConnection", "GuardedConnection"]
 
 Peer = Tuple[Any, ...]
 
+# How many base RTOs the request may stay unacknowledged before the verdict:
+# the original, a tail-loss probe and two RTO retransmissions (at 1x and 3x)
+# must all go unanswered, so ordinary loss is not mistaken for a dead flow.
+# The kernel acts on the first retransmission timer past the deadline, about
+# one minimum RTO (200 ms) later.
+RTO_FACTOR = 3.0
+
 
 def peer_of(sock: Any) -> Optional[Peer]:
     """``getpeername()`` of the TCP socket under ``sock``, or None if gone."""
     try:
-        return tuple(sock.getpeername())
+        return tuple(raw_socket(sock).getpeername())
     except (OSError, AttributeError, ValueError):
         return None
+
+
+def _apply(sock: Any, options: List[SocketOption]) -> bool:
+    try:
+        raw = raw_socket(sock)
+        for level, name, value in options:
+            raw.setsockopt(level, name, value)
+    except OSError:
+        return False  # the socket died meanwhile; the request will tell
+    return True
 
 
 class GuardedConnection:
@@ -35,46 +57,127 @@ class GuardedConnection:
 
     #: The guard's config, set by the pool before connect (None: unguarded).
     azguard_config: Optional[GuardConfig] = None
+    #: ``scheme://host:port`` of the pool, for metrics and logs.
+    azguard_host_label: str = ""
+    #: The name resolved to reach the peer (the proxy's host behind a proxy).
+    azguard_dns_target: Optional[Tuple[str, int]] = None
     #: ``time.monotonic()`` when the TCP connection was established.
     azguard_opened_at: Optional[float] = None
     #: ``time.monotonic()`` when the connection last went back to the pool.
     azguard_idle_since: Optional[float] = None
     #: Peer address recorded at connect, compared before each reuse.
     azguard_peer: Optional[Peer] = None
+    #: The connection's base RTO (seconds) from its latest TCP_INFO.
+    azguard_base_rto: Optional[float] = None
     #: Bytes of the current request accepted by the kernel.
     azguard_bytes_sent: int = 0
     #: True when part of the request went through a path that cannot count bytes.
     azguard_uncounted: bool = False
-    #: Requests sent over this connection (1 on the first).
-    azguard_requests: int = 0
+    #: Facts about the current request, set by the pool before it is sent.
+    azguard_idempotency_key: bool = False
+    azguard_body_replayable: bool = True
+    #: Options to apply before the first byte of the current request.
+    azguard_pending_inflight: Optional[Tuple[List[SocketOption], List[SocketOption]]] = None
+    #: Options to restore when the connection goes back to the pool.
+    azguard_restore: Optional[List[SocketOption]] = None
+    #: Reason the last reuse check refused this connection.
+    azguard_evicted_reason: Optional[str] = None
 
     sock: Any
 
-    def azguard_after_connect(self) -> None:
+    # -- connect ---------------------------------------------------------------
+
+    def azguard_after_connect(self, connect_seconds: float) -> None:
         self.azguard_opened_at = time.monotonic()
         self.azguard_idle_since = None
+        self.azguard_restore = None
         self.azguard_peer = peer_of(self.sock)
         config = self.azguard_config
-        if (
-            config is not None
-            and HOST_KIND == "windows"
-            and HOST_CONSTANTS.SIO_KEEPALIVE_VALS is not None
-        ):
+        if config is None:
+            return
+        info = read_tcp_info(self.sock)
+        self.azguard_base_rto = base_rto(info) if info is not None else None
+        if HOST_KIND == "windows" and HOST_CONSTANTS.SIO_KEEPALIVE_VALS is not None:
             vals = windows_keepalive_vals(config)
             if vals is not None:
                 # SIO_KEEPALIVE_VALS is an ioctl, not a socket option, so it
                 # cannot travel in urllib3's socket_options list.
-                raw = getattr(self.sock, "_sock", self.sock)  # under TLS
-                raw.ioctl(HOST_CONSTANTS.SIO_KEEPALIVE_VALS, vals)
+                raw_socket(self.sock).ioctl(HOST_CONSTANTS.SIO_KEEPALIVE_VALS, vals)
+        hooks().connection_opened(self.azguard_host_label, connect_seconds)
+
+    # -- reuse -----------------------------------------------------------------
+
+    def azguard_reuse_check(self, poll: bool) -> Optional[str]:
+        """Why this idle connection must not be reused, or None (see _validation)."""
+        config = self.azguard_config
+        if config is None or self.sock is None:
+            return None
+        now = time.monotonic()
+        target = self.azguard_dns_target
+        facts = gather(
+            self,
+            now,
+            config,
+            poll=poll,
+            dns_host=target[0] if target else None,
+            dns_port=target[1] if target else None,
+        )
+        if facts.tcp is not None:
+            self.azguard_base_rto = base_rto(facts.tcp)
+        reason = reuse_verdict(facts, now, config)
+        self.azguard_evicted_reason = reason
+        return reason
+
+    @property
+    def is_connected(self) -> bool:
+        # urllib3 2.x asks this before reusing a pooled connection; answering
+        # with the full reuse check replaces its readability poll instead of
+        # adding a second one.  (urllib3 1.26 polls itself; see _pool.)
+        if self.sock is None:
+            return False
+        if self.azguard_config is None:
+            from urllib3.util.wait import wait_for_read
+
+            return not wait_for_read(self.sock, timeout=0.0)
+        return self.azguard_reuse_check(poll=True) is None
+
+    # -- per request -----------------------------------------------------------
 
     def azguard_begin_request(self) -> None:
         self.azguard_bytes_sent = 0
         self.azguard_uncounted = False
-        self.azguard_requests += 1
+        self.azguard_idempotency_key = False
+        self.azguard_body_replayable = True
+        self.azguard_pending_inflight = None
 
     @property
     def azguard_nothing_written(self) -> bool:
         return self.azguard_bytes_sent == 0 and not self.azguard_uncounted
+
+    @property
+    def azguard_tightened(self) -> bool:
+        return self.azguard_restore is not None
+
+    def azguard_inflight_user_timeout(self, ack_timeout: float) -> float:
+        rto = self.azguard_base_rto
+        return ack_timeout if rto is None else max(ack_timeout, RTO_FACTOR * rto)
+
+    def azguard_put_back(self) -> None:
+        """Called as the connection returns to the pool."""
+        self.azguard_idle_since = time.monotonic()
+        restore = self.azguard_restore
+        if restore is not None:
+            self.azguard_restore = None
+            if self.sock is not None:
+                _apply(self.sock, restore)
+
+    def _azguard_before_first_byte(self) -> None:
+        pending = self.azguard_pending_inflight
+        self.azguard_pending_inflight = None
+        if pending is not None and self.sock is not None and self.azguard_restore is None:
+            tighten, restore = pending
+            if _apply(self.sock, tighten):
+                self.azguard_restore = restore
 
     def _azguard_send(self, data: Any) -> bool:
         """Send a bytes-like ``data`` counting what the kernel accepted.
@@ -87,7 +190,13 @@ class GuardedConnection:
         except TypeError:
             return False
         if self.sock is None:
-            return False  # let http.client auto-open or raise NotConnected
+            if not getattr(self, "auto_open", False):
+                return False  # http.client raises NotConnected
+            # http.client connects lazily on the first send (urllib3 2.x
+            # relies on it for plain HTTP); connecting here keeps the count.
+            self.connect()  # type: ignore[attr-defined]
+        if self.azguard_pending_inflight is not None:
+            self._azguard_before_first_byte()
         sys.audit("http.client.send", self, data)
         view = view.cast("B")
         sock = self.sock
@@ -104,8 +213,9 @@ class AzHTTPConnection(GuardedConnection, HTTPConnection):
     """HTTP connection that records the guard's facts."""
 
     def connect(self) -> None:
+        start = time.monotonic()
         super().connect()
-        self.azguard_after_connect()
+        self.azguard_after_connect(time.monotonic() - start)
 
     def send(self, data: Any) -> None:
         if not self._azguard_send(data):
@@ -117,8 +227,9 @@ class AzHTTPSConnection(GuardedConnection, HTTPSConnection):
     """HTTPS connection that records the guard's facts."""
 
     def connect(self) -> None:
+        start = time.monotonic()
         super().connect()
-        self.azguard_after_connect()
+        self.azguard_after_connect(time.monotonic() - start)
 
     def send(self, data: Any) -> None:
         if not self._azguard_send(data):

@@ -147,21 +147,26 @@ def inflight_options(
 ) -> Tuple[List[SocketOption], List[SocketOption]]:
     """Options to tighten while a request is in flight, and to restore after.
 
-    Linux only: a tight TCP_USER_TIMEOUT bounds how long the request may stay
-    unacknowledged, and a short keepalive idle lets probes tell a dead flow
-    from a slow server while the response is awaited or streamed.
+    Linux only.  A tight TCP_USER_TIMEOUT bounds how long the request may stay
+    unacknowledged: the kernel's own deadline runs from the first unacked
+    byte, unlike one computed from ``tcpi_rto``, which doubles with each
+    backoff.  A short keepalive idle and interval make the kernel probe while
+    the response is awaited or streamed: a slow server's TCP answers probes,
+    a black-holed flow does not, and with TCP_USER_TIMEOUT set the kernel
+    drops it after one unanswered probe interval.
     """
     if kind != "linux" or not config.keepalive or consts.TCP_KEEPIDLE is None:
         return [], []
     tcp = consts.IPPROTO_TCP
-    tighten = [
-        *user_timeout_options(user_timeout, consts),
-        (tcp, consts.TCP_KEEPIDLE, _whole_seconds(probe_idle)),
-    ]
+    probe = _whole_seconds(probe_idle)
+    tighten = [*user_timeout_options(user_timeout, consts), (tcp, consts.TCP_KEEPIDLE, probe)]
     restore = [
         *user_timeout_options(config.user_timeout, consts),
         (tcp, consts.TCP_KEEPIDLE, _whole_seconds(config.keepalive_idle)),
     ]
+    if consts.TCP_KEEPINTVL is not None:
+        tighten.append((tcp, consts.TCP_KEEPINTVL, probe))
+        restore.append((tcp, consts.TCP_KEEPINTVL, _whole_seconds(config.keepalive_interval)))
     return tighten, restore
 
 

@@ -119,7 +119,7 @@ class Classified(NamedTuple):
 
 def iter_chain(exc: Optional[BaseException], limit: int = 16) -> Iterator[BaseException]:
     """``exc`` and every exception it wraps, outermost first, each once."""
-    seen = set()
+    seen: set[int] = set()
     todo = [exc]
     while todo and len(seen) < limit:
         current = todo.pop(0)

@@ -1,22 +1,28 @@
 """urllib3 pool and pool-manager subclasses: where the guard meets urllib3.
 
 Only urllib3's own extension points are overridden (``ConnectionCls``,
-``_new_conn``, ``_get_conn``, ``_put_conn``, ``_new_pool`` and the manager's
-``pool_classes_by_scheme``), each with a pass-through signature, because these
-hooks differ between urllib3 1.26 and 2.x.  ``tests/test_canary.py`` fails
-loudly if one of them disappears.
+``_new_conn``, ``_get_conn``, ``_put_conn``, ``_make_request``, ``urlopen``,
+``_new_pool`` and the manager's ``pool_classes_by_scheme``), each with a
+pass-through signature, because these hooks differ between urllib3 1.26 and
+2.x.  ``tests/test_canary.py`` fails loudly if one of them disappears.
 """
 
 from __future__ import annotations
 
-import time
-from typing import Any, Dict, Optional, Type
+import contextlib
+import threading
+from typing import Any, Dict, Iterator, Optional, Type
 
+import urllib3.connection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.poolmanager import PoolManager, ProxyManager
+from urllib3.util.retry import Retry
 
 from ._config import GuardConfig
 from ._connection import AzHTTPConnection, AzHTTPSConnection, GuardedConnection
+from ._instrument import hooks
+from ._keepalive import HOST_CONSTANTS, HOST_KIND, inflight_options
+from ._retry import IDEMPOTENCY_HEADERS, AzRetry
 
 __all__ = [
     "AzHTTPConnectionPool",
@@ -24,7 +30,42 @@ __all__ = [
     "AzPoolManager",
     "AzProxyManager",
     "GuardedPool",
+    "preload_scope",
 ]
+
+# urllib3 2.x asks the connection (``is_connected``) and so runs the guard's
+# full check in place of its own poll; 1.26 polls itself and the pool adds the
+# rest.  Decided once.
+_URLLIB3_ASKS_CONNECTION = hasattr(urllib3.connection.HTTPConnection, "is_connected")
+
+_scope = threading.local()
+
+
+@contextlib.contextmanager
+def preload_scope() -> Iterator[None]:
+    """Within it, urlopen reads the whole body before returning, so a failure
+    while reading it is retried by urllib3 like any other (requests reads a
+    ``stream=False`` body right after ``send()`` anyway)."""
+    previous = getattr(_scope, "preload", False)
+    _scope.preload = True
+    try:
+        yield
+    finally:
+        _scope.preload = previous
+
+
+def _body_replayable(body: Any) -> bool:
+    if body is None or isinstance(body, (bytes, str, bytearray, memoryview)):
+        return True
+    # A file urllib3 can rewind (it records tell() and seeks back on retry).
+    tell = getattr(body, "tell", None)
+    if tell is None or not hasattr(body, "seek"):
+        return False  # generators, iterators, pipes
+    try:
+        tell()
+    except OSError:
+        return False
+    return True
 
 
 class GuardedPool:
@@ -32,17 +73,101 @@ class GuardedPool:
 
     #: Set by the manager right after the pool is built.
     azguard_config: Optional[GuardConfig] = None
+    host: str
+    port: Optional[int]
+    proxy: Any
+
+    def _azguard_tls(self) -> Any:
+        tls = self.__dict__.get("_azguard_local")
+        if tls is None:
+            tls = self.__dict__.setdefault("_azguard_local", threading.local())
+        return tls
+
+    def azguard_attempt(self) -> Optional[GuardedConnection]:
+        """The connection this thread's current attempt is using (for AzRetry)."""
+        return getattr(self._azguard_tls(), "conn", None)
 
     def _new_conn(self) -> Any:
         conn = super()._new_conn()  # type: ignore[misc]
-        if isinstance(conn, GuardedConnection):
+        if isinstance(conn, GuardedConnection) and self.azguard_config is not None:
             conn.azguard_config = self.azguard_config
+            scheme = getattr(self, "scheme", "http")
+            conn.azguard_host_label = f"{scheme}://{self.host}:{self.port}"
+            proxy = self.proxy
+            if proxy is not None and proxy.host:
+                conn.azguard_dns_target = (proxy.host, proxy.port or 80)
+            else:
+                conn.azguard_dns_target = (self.host, self.port or 80)
+        return conn
+
+    def _get_conn(self, *args: Any, **kwargs: Any) -> Any:
+        conn = super()._get_conn(*args, **kwargs)  # type: ignore[misc]
+        if not isinstance(conn, GuardedConnection) or conn.azguard_config is None:
+            return conn
+        reason = conn.azguard_evicted_reason  # set if urllib3 2.x asked us
+        if conn.sock is not None and not _URLLIB3_ASKS_CONNECTION:
+            reason = conn.azguard_reuse_check(poll=False)
+            if reason is not None:
+                conn.close()  # type: ignore[attr-defined]
+        conn.azguard_evicted_reason = None
+        if reason is not None:
+            hooks().connection_evicted(conn.azguard_host_label, reason)
+        elif conn.sock is not None:
+            hooks().connection_reused(conn.azguard_host_label)
+        conn.azguard_begin_request()
+        self._azguard_tls().conn = conn
         return conn
 
     def _put_conn(self, conn: Any) -> None:
         if isinstance(conn, GuardedConnection):
-            conn.azguard_idle_since = time.monotonic()
+            conn.azguard_put_back()
+            tls = self._azguard_tls()
+            if getattr(tls, "conn", None) is conn:
+                tls.conn = None
         super()._put_conn(conn)  # type: ignore[misc]
+
+    def urlopen(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        if getattr(_scope, "preload", False):
+            kwargs["preload_content"] = True
+            kwargs["decode_content"] = True
+        retries = kwargs.get("retries", args[2] if len(args) > 2 else None)
+        self._azguard_tls().retries = retries
+        return super().urlopen(method, url, *args, **kwargs)  # type: ignore[misc]
+
+    def _make_request(self, conn: Any, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        config = self.azguard_config
+        if isinstance(conn, GuardedConnection) and config is not None:
+            self._azguard_prepare(conn, config, method, kwargs.get("body"), kwargs.get("headers"))
+        return super()._make_request(conn, method, url, *args, **kwargs)  # type: ignore[misc]
+
+    def _azguard_prepare(
+        self, conn: GuardedConnection, config: GuardConfig, method: str, body: Any, headers: Any
+    ) -> None:
+        conn.azguard_body_replayable = _body_replayable(body)
+        keyed = False
+        if headers:
+            keyed = any(str(k).lower() in IDEMPOTENCY_HEADERS for k in headers)
+        conn.azguard_idempotency_key = keyed
+        if config.ack_timeout is None or not conn.azguard_body_replayable:
+            return
+        retries = getattr(self._azguard_tls(), "retries", None)
+        if isinstance(retries, AzRetry):
+            mode = retries.azguard_mode
+            idempotent = Retry._is_method_retryable(retries, method.upper())
+        else:
+            mode = config.retry_non_idempotent
+            idempotent = method.upper() in Retry.DEFAULT_ALLOWED_METHODS
+        # Only a request that may be replayed once written gets the tight
+        # verdict; for the others the generous kernel timeout stands, since a
+        # verdict could only turn a slow answer into a lost one.
+        if not (idempotent or keyed or mode == "always"):
+            return
+        user_timeout = conn.azguard_inflight_user_timeout(config.ack_timeout)
+        tighten, restore = inflight_options(
+            config, HOST_CONSTANTS, HOST_KIND, user_timeout, probe_idle=config.ack_timeout
+        )
+        if tighten:
+            conn.azguard_pending_inflight = (tighten, restore)
 
 
 class AzHTTPConnectionPool(GuardedPool, HTTPConnectionPool):

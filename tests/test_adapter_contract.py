@@ -50,7 +50,10 @@ def test_honours_every_httpadapter_argument() -> None:
     adapter = AzGuardAdapter(
         GuardConfig(), pool_connections=2, pool_maxsize=9, max_retries=retry, pool_block=True
     )
-    assert adapter.max_retries is retry
+    # Every setting of the caller's Retry is kept; the guard's replay rules are added.
+    assert vars(retry).items() <= vars(adapter.max_retries).items()
+    assert adapter.max_retries.backoff_factor == 0.5
+    assert isinstance(adapter.max_retries, Retry)
     assert adapter.poolmanager.connection_pool_kw["maxsize"] == 9
     assert adapter.poolmanager.connection_pool_kw["block"] is True
     assert adapter.poolmanager.pools._maxsize == 2  # num_pools

@@ -1,0 +1,180 @@
+"""Retries that are safe by construction, built on urllib3's ``Retry``.
+
+There is one retry loop: urllib3's.  ``AzRetry`` is a ``Retry`` (immutable,
+``new()``/``increment()``) whose ``increment`` first acts on the failure
+policy (evict, condemn, report) and then replays a request only when that is
+safe:
+
+* the method is idempotent (``allowed_methods``, urllib3's default set), or
+* the request carries an ``Idempotency-Key`` / ``X-Idempotency-Key`` header, or
+* not one byte of it reached the kernel (Go's "nothing written" rule) and the
+  mode is ``unsent`` (the default), or the mode is ``always`` (opt-in);
+
+and its body can be sent again (bytes, or a file urllib3 can rewind), unless
+nothing of it was sent yet.  A POST is never sent twice unless the user opts in.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from types import TracebackType
+from typing import Any, Final, NamedTuple, Optional
+
+from urllib3.util.retry import Retry
+
+from ._condemn import condemn
+from ._config import RETRY_NON_IDEMPOTENT_MODES
+from ._errors import ConfigError
+from ._instrument import hooks
+from ._policy import Classified, Decision, classify, decision_for
+
+__all__ = ["AzRetry", "ReplayFacts", "replay_reason"]
+
+log = logging.getLogger("requests_azguard")
+
+IDEMPOTENCY_HEADERS: Final = ("idempotency-key", "x-idempotency-key")
+
+
+class ReplayFacts(NamedTuple):
+    """What is known about the failed attempt, gathered by the pool."""
+
+    idempotent: bool  # the method is in the Retry's allowed set
+    nothing_written: bool  # not one byte reached the kernel
+    idempotency_key: bool
+    body_replayable: bool
+
+
+def replay_reason(decision: Decision, facts: ReplayFacts, mode: str) -> Optional[str]:
+    """Why the request may be replayed on a fresh connection, or None if it may not."""
+    if decision.fail_fast or not decision.retry:
+        return None
+    if not facts.body_replayable and not facts.nothing_written:
+        return None
+    if facts.idempotent:
+        return "idempotent"
+    if facts.idempotency_key:
+        return "idempotency_key"
+    if mode == "always":
+        return "always"
+    if mode == "unsent" and facts.nothing_written:
+        return "unsent"
+    return None
+
+
+class AzRetry(Retry):
+    """A ``Retry`` that knows the guard's replay rules (see module docstring)."""
+
+    def __init__(self, *args: Any, azguard_mode: str = "unsent", **kwargs: Any) -> None:
+        if azguard_mode not in RETRY_NON_IDEMPOTENT_MODES:
+            raise ConfigError(
+                "retry_non_idempotent",
+                azguard_mode,
+                "one of " + ", ".join(RETRY_NON_IDEMPOTENT_MODES),
+            )
+        super().__init__(*args, **kwargs)
+        self.azguard_mode = azguard_mode
+        self._azguard_force = False
+
+    @classmethod
+    def wrap(cls, retry: Retry, mode: str) -> AzRetry:
+        """An ``AzRetry`` with every setting of ``retry`` (any urllib3 line)."""
+        if isinstance(retry, AzRetry) and retry.azguard_mode == mode:
+            return retry
+        wrapped = cls.__new__(cls)
+        wrapped.__dict__.update(vars(retry))
+        if mode not in RETRY_NON_IDEMPOTENT_MODES:
+            raise ConfigError(
+                "retry_non_idempotent", mode, "one of " + ", ".join(RETRY_NON_IDEMPOTENT_MODES)
+            )
+        wrapped.azguard_mode = mode
+        wrapped._azguard_force = False
+        return wrapped
+
+    def new(self, **kw: Any) -> AzRetry:
+        kw.setdefault("azguard_mode", self.azguard_mode)
+        return super().new(**kw)
+
+    def _is_method_retryable(self, method: str) -> bool:
+        # Forced only on the copy increment() makes once the guard's rules
+        # found the replay safe (nothing written, idempotency key, "always").
+        return self._azguard_force or super()._is_method_retryable(method)
+
+    def increment(
+        self,
+        method: Optional[str] = None,
+        url: Optional[str] = None,
+        response: Any = None,
+        error: Optional[Exception] = None,
+        _pool: Any = None,
+        _stacktrace: Optional[TracebackType] = None,
+    ) -> AzRetry:
+        if error is None:
+            return super().increment(method, url, response, error, _pool, _stacktrace)
+        attempt = getattr(_pool, "azguard_attempt", None)
+        conn = attempt() if attempt is not None else None
+        classified = classify(error)
+        if conn is not None:
+            classified = _act_on_failure(conn, classified)
+        facts = _replay_facts(self, method, conn)
+        reason = replay_reason(classified.decision, facts, self.azguard_mode)
+        log.info(
+            "azguard decision: %s %s failed with %s (%s): %s",
+            method,
+            getattr(conn, "azguard_host_label", url),
+            classified.errno_name or classified.kind,
+            classified.kind,
+            f"retry ({reason})" if reason else "no retry",
+            extra={
+                "azguard_host": getattr(conn, "azguard_host_label", None),
+                "azguard_peer": getattr(conn, "azguard_peer", None),
+                "azguard_errno": classified.errno_name,
+                "azguard_kind": classified.kind,
+                "azguard_method": method,
+                "azguard_decision": reason or "fail",
+            },
+        )
+        if reason is None:
+            # Surfaced exactly as urllib3's own Retry does.
+            if _stacktrace is not None and error.__traceback__ is not _stacktrace:
+                raise error.with_traceback(_stacktrace)
+            raise error
+        if conn is not None:
+            hooks().retry(conn.azguard_host_label, reason)
+        if facts.idempotent:
+            return super().increment(method, url, response, error, _pool, _stacktrace)
+        forced = self.new()
+        forced._azguard_force = True
+        return Retry.increment(forced, method, url, response, error, _pool, _stacktrace)
+
+
+def _replay_facts(retry: AzRetry, method: Optional[str], conn: Any) -> ReplayFacts:
+    idempotent = method is not None and Retry._is_method_retryable(retry, method)
+    if conn is None:
+        # No guarded connection was involved (an error before one was taken):
+        # only urllib3's own rule applies.
+        return ReplayFacts(idempotent, False, False, False)
+    return ReplayFacts(
+        idempotent=idempotent,
+        nothing_written=conn.azguard_nothing_written,
+        idempotency_key=conn.azguard_idempotency_key,
+        body_replayable=conn.azguard_body_replayable,
+    )
+
+
+def _act_on_failure(conn: Any, classified: Classified) -> Classified:
+    """Report, condemn; urllib3 closes the failed connection itself."""
+    host = conn.azguard_host_label
+    if classified.kind == "ETIMEDOUT" and conn.azguard_tightened:
+        # The kernel gave up on unacknowledged data or unanswered probes
+        # within the in-flight bounds the watchdog set: a black-holed flow.
+        classified = Classified("blackhole", classified.errno_name, decision_for("blackhole"))
+        hooks().blackhole(host)
+    instrumentation = hooks()
+    instrumentation.error(host, classified.errno_name or classified.kind)
+    if classified.decision.evict and conn.sock is not None:
+        instrumentation.connection_evicted(host, classified.kind)
+    if classified.decision.condemn and conn.azguard_peer is not None:
+        condemn(conn.azguard_peer, time.monotonic())
+        instrumentation.condemned(host, 1)
+    return classified

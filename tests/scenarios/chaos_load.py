@@ -1,0 +1,171 @@
+"""One chaos scenario, run in its own process and private network namespace.
+
+    python tests/scenarios/chaos_load.py '{"scenario": "migrate", "threads": 4, ...}'
+
+Prints one JSON object with every request's outcome and summary numbers.
+Scenarios:
+  migrate  - traffic from N threads sharing one guarded Session; mid-run every
+             existing flow to the server is black-holed (conntrack -D)
+  idle     - the pool goes idle, the flows are black-holed, traffic resumes
+             after the keepalive detection window
+  loss     - random packet loss on the server port during sequential GETs
+  slow     - the server acknowledges and answers only after a delay
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from typing import Any, Dict, List
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+from requests_azguard import _netns  # noqa: E402
+
+# Must run before any thread exists (the namespace switch is per thread).
+_netns.enter_private_netns()
+
+import requests  # noqa: E402
+from servers import Action, HTTPTestServer  # noqa: E402
+
+import requests_azguard  # noqa: E402
+from requests_azguard._instrument import NoopInstrumentation, add_instrumentation  # noqa: E402
+
+
+class Counter(NoopInstrumentation):
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.counts: Dict[str, int] = {}
+
+    def bump(self, key: str) -> None:
+        with self.lock:
+            self.counts[key] = self.counts.get(key, 0) + 1
+
+    def connection_opened(self, host: str, connect_seconds: float) -> None:
+        self.bump("opened")
+
+    def connection_evicted(self, host: str, reason: str) -> None:
+        self.bump("evicted:" + reason)
+
+    def blackhole(self, host: str) -> None:
+        self.bump("blackhole")
+
+    def retry(self, host: str, reason: str) -> None:
+        self.bump("retry:" + reason)
+
+    def error(self, host: str, errno_name: str) -> None:
+        self.bump("error:" + errno_name)
+
+
+def percentile(values: List[float], q: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def main(params: Dict[str, Any]) -> Dict[str, Any]:
+    scenario = params["scenario"]
+    delay = float(params.get("server_delay", 0.0))
+    server = HTTPTestServer(lambda req: Action(delay=delay))
+    cfg_kwargs = dict(params.get("config", {}))
+    if "default_timeout" in cfg_kwargs:
+        cfg_kwargs["default_timeout"] = tuple(cfg_kwargs["default_timeout"])
+    config = requests_azguard.GuardConfig(**cfg_kwargs)
+    counter = Counter()
+    add_instrumentation(counter)
+    plain = params.get("plain", False)
+    session = requests.Session() if plain else requests_azguard.mount(requests.Session(), config)
+    if plain and params.get("plain_retries"):
+        from requests.adapters import HTTPAdapter
+
+        session.mount("http://", HTTPAdapter(max_retries=int(params["plain_retries"])))
+    url = server.url + "/x"
+    timeout = tuple(params.get("timeout", (2, 10)))
+    results: List[Dict[str, Any]] = []
+    lock = threading.Lock()
+    t0 = time.monotonic()
+    stop_at = t0 + float(params.get("duration", 5.0))
+    fault_at = t0 + float(params.get("fault_after", 1.5))
+    interval = float(params.get("interval", 0.05))
+    fault_time: Dict[str, float] = {}
+
+    def one() -> None:
+        start = time.monotonic()
+        err = None
+        try:
+            r = session.get(url, timeout=timeout)
+            ok = r.status_code == 200 and r.text == "ok"
+        except Exception as exc:
+            ok = False
+            err = f"{type(exc).__name__}: {exc}"[:300]
+        end = time.monotonic()
+        with lock:
+            results.append({"start": start - t0, "end": end - t0, "ok": ok, "error": err})
+
+    def worker() -> None:
+        while time.monotonic() < stop_at:
+            one()
+            time.sleep(interval)
+
+    if scenario == "migrate":
+        threads = [threading.Thread(target=worker) for _ in range(int(params.get("threads", 4)))]
+        for t in threads:
+            t.start()
+        time.sleep(max(0.0, fault_at - time.monotonic()))
+        fault_time["t"] = time.monotonic() - t0
+        fault_time["flows"] = _netns.blackhole_port(server.port)
+        for t in threads:
+            t.join()
+    elif scenario == "idle":
+        n = int(params.get("threads", 4))
+        # Fill the pool with n connections, then let it go idle.
+        threads = [threading.Thread(target=one) for _ in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        fault_time["t"] = time.monotonic() - t0
+        fault_time["flows"] = _netns.blackhole_port(server.port)
+        time.sleep(float(params.get("idle_wait", 4.0)))
+        resume = time.monotonic() - t0
+        fault_time["resume"] = resume
+        for _ in range(int(params.get("requests", 20))):
+            one()
+    elif scenario == "loss":
+        _netns.add_random_loss(server.port, int(params.get("loss_percent", 5)))
+        for _ in range(int(params.get("requests", 2000))):
+            one()
+        fault_time["dropped_packets"] = sum(_netns.loss_counters())
+        _netns.clear_random_loss()
+    elif scenario == "slow":
+        for _ in range(int(params.get("requests", 2))):
+            one()
+    else:
+        raise SystemExit(f"unknown scenario {scenario!r}")
+    server.close()
+
+    after = [r for r in results if "t" in fault_time and r["end"] >= fault_time["t"]]
+    stalls = [r["end"] - r["start"] for r in results]
+    return {
+        "scenario": scenario,
+        "requests": len(results),
+        "failed": sum(1 for r in results if not r["ok"]),
+        "errors": sorted({r["error"] for r in results if r["error"]}),
+        "fault": fault_time,
+        "after_fault": len(after),
+        "p99_after_s": percentile([r["end"] - r["start"] for r in after], 0.99),
+        "max_s": max(stalls) if stalls else 0.0,
+        "counts": counter.counts,
+        "accepted_connections": server.accepted,
+        "results": results if params.get("keep_results") else [],
+    }
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(json.loads(sys.argv[1]))))
