@@ -1,0 +1,836 @@
+"""``azguard drill``: the migration drill, plain requests vs guarded, side by side.
+
+An embedded keep-alive server answers both sides; plain ``requests`` and a
+guarded Session drive the same load at the same time, the fault hits every
+existing flow of both at one moment, and the drill reports what each side saw:
+requests, failures by error, retries, evictions, p50 / p99 / worst stall.
+
+Faults:
+
+* ``blackhole``: the conntrack migration (see ``_netns``): the whole process
+  moves into a private network namespace first, so it needs root and the
+  kernel tools.
+* ``reset`` / ``fin``: unprivileged; a local proxy between client and server
+  aborts (RST) or closes (FIN) every existing flow.
+
+The guarded side is configured from ``AZGUARD_*`` exactly as in production, so
+``AZGUARD_ACK_TIMEOUT=500ms azguard drill --fault reset`` tries a setting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import errno as errno_mod
+import json
+import socket
+import sys
+import threading
+import time
+from typing import Any, Dict, List, Optional, Sequence, TextIO, Tuple
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from . import _netns
+from ._config import GuardConfig, parse_duration
+from ._errors import ConfigError
+from ._instrument import NoopInstrumentation, add_instrumentation, remove_instrumentation
+
+__all__ = [
+    "DrillOptions",
+    "DrillResult",
+    "DrillServer",
+    "SideResult",
+    "error_label",
+    "main",
+    "run_drill",
+]
+
+EXIT_UNAVAILABLE = 2
+FAULTS = ("blackhole", "reset", "fin")
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+SIDES = ("plain", "guarded")
+_SIDE_HEADER = "X-Drill-Side"
+_STUCK = "still waiting at the end of the drill"
+
+# One request's outcome: (start, seconds from drill start; latency, seconds; error label or None).
+Record = Tuple[float, float, Optional[str]]
+
+
+# ---------------------------------------------------------------------------
+# The embedded server
+
+
+class DrillServer:
+    """A small keep-alive HTTP/1.1 server on loopback, one thread per connection.
+
+    Each answer's body is the request target, so a client can tell a response
+    that belongs to another request (a desynchronised connection).  The
+    ``X-Drill-Side`` header of the first request on a connection attributes
+    it to a side, which is how the drill counts connections per side.
+
+    :param delay: seconds the server "works" before answering each request.
+    """
+
+    def __init__(self, delay: float = 0.0, host: str = "127.0.0.1") -> None:
+        self.delay = delay
+        self.host = host
+        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._listener.bind((host, 0))
+        self._listener.listen(256)
+        # accept() wakes up now and then to notice close().
+        self._listener.settimeout(0.25)
+        self.port: int = self._listener.getsockname()[1]
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._conns: List[socket.socket] = []
+        self.accepted = 0
+        self.served = 0
+        self.connections_by_side: Dict[str, int] = {}
+        self._thread = threading.Thread(target=self._accept_loop, name="azguard-drill-server")
+        self._thread.daemon = True
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2.0)
+        self._listener.close()
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for conn in conns:
+            # shutdown() wakes the thread blocked in recv() on this socket.
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            conn.close()
+
+    def __enter__(self) -> DrillServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _accept_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            conn.settimeout(None)
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            with self._lock:
+                if self._stop.is_set():
+                    conn.close()
+                    return
+                self._conns.append(conn)
+                self.accepted += 1
+            t = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+            t.start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        buf = b""
+        first = True
+        try:
+            while not self._stop.is_set():
+                while b"\r\n\r\n" not in buf:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    buf += data
+                head, buf = buf.split(b"\r\n\r\n", 1)
+                lines = head.split(b"\r\n")
+                method, target, _ = lines[0].split(b" ", 2)
+                length = 0
+                side = ""
+                for line in lines[1:]:
+                    name, _, value = line.partition(b":")
+                    name = name.strip().lower()
+                    if name == b"content-length":
+                        length = int(value.strip())
+                    elif name == b"x-drill-side":
+                        side = value.strip().decode("latin-1")
+                while len(buf) < length:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    buf += data
+                buf = buf[length:]
+                if first:
+                    first = False
+                    with self._lock:
+                        self.connections_by_side[side] = self.connections_by_side.get(side, 0) + 1
+                if self.delay:
+                    time.sleep(self.delay)
+                body = b"" if method == b"HEAD" else target
+                conn.sendall(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: "
+                    + str(len(target)).encode()
+                    + b"\r\n\r\n"
+                    + body
+                )
+                with self._lock:
+                    self.served += 1
+        except (OSError, ValueError):
+            pass
+        finally:
+            with self._lock:
+                if conn in self._conns:
+                    self._conns.remove(conn)
+            conn.close()
+
+
+# ---------------------------------------------------------------------------
+# Options and results
+
+
+@dataclasses.dataclass(frozen=True)
+class DrillOptions:
+    fault: str = "reset"
+    threads: int = 4
+    duration: float = 10.0
+    fault_at: Optional[float] = None  # None: a third of the way in
+    method: str = "GET"
+    timeout: Optional[Tuple[float, float]] = (2.0, 5.0)
+    server_delay: float = 0.005
+
+    @property
+    def fault_time(self) -> float:
+        return self.duration / 3.0 if self.fault_at is None else self.fault_at
+
+
+@dataclasses.dataclass
+class SideResult:
+    records: List[Record]
+    connections: int
+    urllib3_retries: int
+    retries_by_reason: Optional[Dict[str, int]]  # None: the side reports no guard events
+    evictions_by_reason: Optional[Dict[str, int]]
+    blackholes_detected: Optional[int]
+
+    def retries(self) -> int:
+        """Retries this side made: the guard's own reports where it made any,
+        else what urllib3 recorded on the responses (both count one retry once)."""
+        guard = sum((self.retries_by_reason or {}).values())
+        return guard if guard else self.urllib3_retries
+
+    def failures(self) -> Dict[str, int]:
+        out: Dict[str, int] = {}
+        for _, _, err in self.records:
+            if err is not None:
+                out[err] = out.get(err, 0) + 1
+        return dict(sorted(out.items(), key=lambda kv: (-kv[1], kv[0])))
+
+    def summary(self, fault_at: float) -> Dict[str, Any]:
+        lat = sorted(r[1] for r in self.records)
+        after = [r for r in self.records if r[0] + r[1] >= fault_at]
+        failures = self.failures()
+        return {
+            "requests": len(self.records),
+            "ok": len(self.records) - sum(failures.values()),
+            "failed": sum(failures.values()),
+            "failures_by_error": failures,
+            "stuck": failures.get(_STUCK, 0),
+            "p50_s": _percentile(lat, 50),
+            "p99_s": _percentile(lat, 99),
+            "max_s": lat[-1] if lat else None,
+            "max_after_fault_s": max((r[1] for r in after), default=None),
+            "retries": self.retries(),
+            "retries_by_reason": self.retries_by_reason,
+            "urllib3_retries": self.urllib3_retries,
+            "evictions": None
+            if self.evictions_by_reason is None
+            else sum(self.evictions_by_reason.values()),
+            "evictions_by_reason": self.evictions_by_reason,
+            "blackholes_detected": self.blackholes_detected,
+            "connections": self.connections,
+        }
+
+
+@dataclasses.dataclass
+class DrillResult:
+    options: DrillOptions
+    fault_at: float  # seconds from drill start when the fault was injected
+    flows_hit: int
+    plain: SideResult
+    guarded: SideResult
+    config: GuardConfig
+
+    def to_json(self) -> Dict[str, Any]:
+        o = self.options
+        return {
+            "fault": {
+                "kind": o.fault,
+                "at_s": round(self.fault_at, 3),
+                "flows_hit": self.flows_hit,
+            },
+            "duration_s": o.duration,
+            "threads": o.threads,
+            "method": o.method,
+            "timeout_s": None if o.timeout is None else list(o.timeout),
+            "server_delay_s": o.server_delay,
+            "guard_config": {
+                k: _jsonable(v)
+                for k, v in dataclasses.asdict(self.config).items()
+                if k != "redis_url"
+            },
+            "plain": self.plain.summary(self.fault_at),
+            "guarded": self.guarded.summary(self.fault_at),
+        }
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (frozenset, set)):
+        return sorted(value)
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+def _percentile(sorted_values: Sequence[float], pct: float) -> Optional[float]:
+    """Nearest-rank percentile of already sorted values."""
+    if not sorted_values:
+        return None
+    rank = max(1, -(-len(sorted_values) * pct // 100))
+    return sorted_values[int(rank) - 1]
+
+
+# ---------------------------------------------------------------------------
+# Error labels
+
+
+def error_label(exc: BaseException) -> str:
+    """A short, stable label: the requests-level type and the root cause.
+
+    ``ConnectionError(ECONNRESET)``, ``ConnectionError(RemoteDisconnected)``,
+    ``ReadTimeout``, ``CircuitOpenError``...
+    """
+    top = type(exc).__name__
+    if isinstance(exc, requests.exceptions.Timeout):
+        return top
+    root = _root_cause(exc)
+    if root is exc:
+        return top
+    code = root.errno if isinstance(root, OSError) else None
+    if code is not None and code in errno_mod.errorcode:
+        inner = errno_mod.errorcode[code]
+    else:
+        inner = type(root).__name__
+    return f"{top}({inner})"
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    seen = set()
+    current = exc
+    for _ in range(16):
+        seen.add(id(current))
+        nxt: Optional[BaseException] = None
+        reason = getattr(current, "reason", None)
+        if isinstance(reason, BaseException):
+            nxt = reason
+        else:
+            # requests and urllib3 wrap the cause as an argument, e.g.
+            # ProtocolError('Connection aborted.', ConnectionResetError(104, ...)).
+            for arg in reversed(getattr(current, "args", ())):
+                if isinstance(arg, BaseException):
+                    nxt = arg
+                    break
+        if nxt is None:
+            nxt = current.__cause__ or current.__context__
+        if nxt is None or id(nxt) in seen:
+            return current
+        current = nxt
+    return current
+
+
+# ---------------------------------------------------------------------------
+# The guard's own reports (guarded side only)
+
+
+class _Counter(NoopInstrumentation):
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.retries: Dict[str, int] = {}
+        self.evictions: Dict[str, int] = {}
+        self.blackholes = 0
+
+    def retry(self, host: str, reason: str) -> None:
+        with self._lock:
+            self.retries[reason] = self.retries.get(reason, 0) + 1
+
+    def connection_evicted(self, host: str, reason: str) -> None:
+        with self._lock:
+            self.evictions[reason] = self.evictions.get(reason, 0) + 1
+
+    def blackhole(self, host: str) -> None:
+        with self._lock:
+            self.blackholes += 1
+
+
+# ---------------------------------------------------------------------------
+# Load
+
+
+class _Side:
+    def __init__(self, name: str, session: requests.Session, threads: int) -> None:
+        self.name = name
+        self.session = session
+        self.records: List[List[Record]] = [[] for _ in range(threads)]
+        self.inflight: List[Optional[float]] = [None] * threads
+        self.urllib3_retries = [0] * threads
+        self.threads: List[threading.Thread] = []
+
+    def counts(self) -> Tuple[int, int]:
+        done = failed = 0
+        for recs in self.records:
+            done += len(recs)
+            failed += sum(1 for r in recs if r[2] is not None)
+        return done, failed
+
+
+def _worker(
+    side: _Side,
+    idx: int,
+    url: str,
+    options: DrillOptions,
+    origin: List[float],
+    go: threading.Event,
+    stop: threading.Event,
+) -> None:
+    records = side.records[idx]
+    session = side.session
+    method = options.method
+    send_body = method in ("POST", "PUT", "PATCH")
+    headers = {_SIDE_HEADER: side.name}
+    go.wait()
+    start = origin[0]
+    n = 0
+    while not stop.is_set():
+        n += 1
+        path = f"/{side.name}/{idx}/{n}"
+        body = f'{{"drill": {n}}}'.encode() if send_body else None
+        t0 = time.monotonic()
+        side.inflight[idx] = t0
+        err: Optional[str] = None
+        try:
+            resp = session.request(
+                method, url + path, data=body, headers=headers, timeout=options.timeout
+            )
+            history = getattr(getattr(resp.raw, "retries", None), "history", ())
+            side.urllib3_retries[idx] += len(history)
+            if resp.status_code >= 400:
+                err = f"HTTP {resp.status_code}"
+            elif method != "HEAD" and resp.content != path.encode():
+                err = "wrong response body"
+            resp.close()
+        except Exception as exc:  # every failure is a data point, not a crash
+            err = error_label(exc)
+        t1 = time.monotonic()
+        side.inflight[idx] = None
+        records.append((t0 - start, t1 - t0, err))
+
+
+def _plain_session(threads: int) -> requests.Session:
+    s = requests.Session()
+    # Mounted explicitly so the control stays plain even under AZGUARD_AUTO.
+    adapter = HTTPAdapter(pool_connections=1, pool_maxsize=threads)
+    s.mount("http://", adapter)
+    s.mount("https://", adapter)
+    return s
+
+
+def _guarded_session(config: GuardConfig, threads: int) -> requests.Session:
+    from ._adapter import mount
+
+    return mount(requests.Session(), config, pool_connections=1, pool_maxsize=threads)
+
+
+def _grace(options: DrillOptions) -> float:
+    """How long to wait after the run for requests still in flight."""
+    if options.timeout is None:
+        return 5.0
+    connect, read = options.timeout
+    # One timed-out attempt plus one retry on a fresh connection.
+    return min(60.0, 2 * (connect + read) + 1.0)
+
+
+def _progress(out: Optional[TextIO], msg: str) -> None:
+    if out is not None:
+        print(f"azguard drill: {msg}", file=out, flush=True)
+
+
+def run_drill(
+    options: DrillOptions,
+    config: GuardConfig,
+    progress: Optional[TextIO] = None,
+) -> DrillResult:
+    """Run the drill (the caller has already entered a netns for ``blackhole``)."""
+    from ._fault_proxy import FaultProxy
+
+    server = DrillServer(delay=options.server_delay)
+    proxy: Optional[FaultProxy] = None
+    counter = _Counter()
+    sides: List[_Side] = []
+    try:
+        if options.fault in ("reset", "fin"):
+            proxy = FaultProxy(("127.0.0.1", server.port))
+            url = proxy.url
+        else:
+            url = server.url
+        sides = [
+            _Side("plain", _plain_session(options.threads), options.threads),
+            _Side("guarded", _guarded_session(config, options.threads), options.threads),
+        ]
+        add_instrumentation(counter)
+        go, stop = threading.Event(), threading.Event()
+        origin: List[float] = []
+        for side in sides:
+            for i in range(options.threads):
+                t = threading.Thread(
+                    target=_worker,
+                    args=(side, i, url, options, origin, go, stop),
+                    name=f"azguard-drill-{side.name}-{i}",
+                    daemon=True,  # a request stuck without a timeout must not hold the exit
+                )
+                side.threads.append(t)
+                t.start()
+        # Both sides start together, and measure from the same origin.
+        start = time.monotonic()
+        origin.append(start)
+        go.set()
+        fault_at_target = options.fault_time
+        fault_at = -1.0
+        flows = 0
+        next_tick = 1.0
+        end = options.duration
+        while True:
+            now = time.monotonic() - start
+            if now >= end:
+                break
+            if fault_at < 0 and now >= fault_at_target:
+                fault_at = time.monotonic() - start
+                flows = _inject(options.fault, proxy, server.port)
+                _progress(
+                    progress,
+                    f"t={fault_at:5.1f}s  FAULT {options.fault}: {flows} flow(s) hit",
+                )
+            if now >= next_tick:
+                _progress(progress, f"t={now:5.1f}s  " + _tick_line(sides))
+                next_tick += 1.0
+            wake = min(end, next_tick, fault_at_target if fault_at < 0 else end)
+            time.sleep(max(0.0, min(0.1, wake - (time.monotonic() - start))))
+        stop.set()
+        deadline = time.monotonic() + _grace(options)
+        for side in sides:
+            for t in side.threads:
+                t.join(max(0.0, deadline - time.monotonic()))
+        # Whatever is still in flight now is recorded as stuck, with the stall so far.
+        now_abs = time.monotonic()
+        for side in sides:
+            for i, t in enumerate(side.threads):
+                began = side.inflight[i]
+                if t.is_alive() and began is not None:
+                    side.records[i].append((began - start, now_abs - began, _STUCK))
+        _progress(progress, "done   " + _tick_line(sides))
+        if fault_at < 0:
+            fault_at = options.fault_time
+        plain, guarded = sides
+        result = DrillResult(
+            options=options,
+            fault_at=fault_at,
+            flows_hit=flows,
+            plain=_side_result(plain, server, None),
+            guarded=_side_result(guarded, server, counter),
+            config=config,
+        )
+        return result
+    finally:
+        remove_instrumentation(counter)
+        for side in sides:
+            side.session.close()
+        if proxy is not None:
+            proxy.close()
+        server.close()
+
+
+def _inject(fault: str, proxy: Any, port: int) -> int:
+    if fault == "reset":
+        return int(proxy.reset_all())
+    if fault == "fin":
+        return int(proxy.fin_all())
+    return _netns.blackhole_port(port)
+
+
+def _tick_line(sides: Sequence[_Side]) -> str:
+    parts = []
+    for side in sides:
+        done, failed = side.counts()
+        parts.append(f"{side.name} {done - failed} ok / {failed} failed")
+    return " | ".join(parts)
+
+
+def _side_result(side: _Side, server: DrillServer, counter: Optional[_Counter]) -> SideResult:
+    records = sorted((r for recs in side.records for r in recs), key=lambda r: r[0])
+    return SideResult(
+        records=records,
+        connections=server.connections_by_side.get(side.name, 0),
+        urllib3_retries=sum(side.urllib3_retries),
+        retries_by_reason=None if counter is None else dict(counter.retries),
+        evictions_by_reason=None if counter is None else dict(counter.evictions),
+        blackholes_detected=None if counter is None else counter.blackholes,
+    )
+
+
+# ---------------------------------------------------------------------------
+# Report
+
+
+def _fmt_s(value: Optional[float]) -> str:
+    if value is None:
+        return "-"
+    if value < 1.0:
+        return f"{value * 1000:.1f} ms"
+    return f"{value:.2f} s"
+
+
+def _fmt_n(value: Optional[int]) -> str:
+    return "-" if value is None else str(value)
+
+
+def format_report(result: DrillResult) -> str:
+    o = result.options
+    data = result.to_json()
+    p, g = data["plain"], data["guarded"]
+    timeout = (
+        "none" if o.timeout is None else f"connect {o.timeout[0]:g} s / read {o.timeout[1]:g} s"
+    )
+    how = {
+        "reset": "the proxy aborted them with RST",
+        "fin": "the proxy closed them with FIN",
+        "blackhole": "conntrack forgot them; their packets are now dropped",
+    }[o.fault]
+    lines = [
+        f"azguard drill: {o.fault} fault at t={result.fault_at:.1f} s of a {o.duration:g} s run; "
+        f"{o.threads} thread(s) per side, {o.method}, timeout {timeout}, "
+        f"server delay {o.server_delay * 1000:g} ms",
+        f"the fault hit {result.flows_hit} flow(s): {how}",
+        "",
+    ]
+    rows: List[Tuple[str, str, str]] = [
+        ("requests", _fmt_n(p["requests"]), _fmt_n(g["requests"])),
+        ("failed", _fmt_n(p["failed"]), _fmt_n(g["failed"])),
+    ]
+    labels = list(dict.fromkeys([*p["failures_by_error"], *g["failures_by_error"]]))
+    for label in labels:
+        rows.append(
+            (
+                "  " + label,
+                str(p["failures_by_error"].get(label, 0)),
+                str(g["failures_by_error"].get(label, 0)),
+            )
+        )
+    rows += [
+        ("retries", _fmt_n(p["retries"]), _fmt_n(g["retries"])),
+        ("evictions", _fmt_n(p["evictions"]), _fmt_n(g["evictions"])),
+        (
+            "black holes detected",
+            _fmt_n(p["blackholes_detected"]),
+            _fmt_n(g["blackholes_detected"]),
+        ),
+        ("connections opened", _fmt_n(p["connections"]), _fmt_n(g["connections"])),
+        ("p50", _fmt_s(p["p50_s"]), _fmt_s(g["p50_s"])),
+        ("p99", _fmt_s(p["p99_s"]), _fmt_s(g["p99_s"])),
+        ("worst stall", _fmt_s(p["max_s"]), _fmt_s(g["max_s"])),
+    ]
+    width = max(len(r[0]) for r in rows)
+    col = max(10, *(len(r[1]) for r in rows), *(len(r[2]) for r in rows))
+    lines.append(f"{'':{width}}  {'plain':>{col}}  {'guarded':>{col}}")
+    for name, a, b in rows:
+        lines.append(f"{name:{width}}  {a:>{col}}  {b:>{col}}")
+    notes = []
+    if p["evictions"] is None:
+        notes.append("'-': plain requests has no guard to report evictions or black holes")
+    if g["failed"] and o.method not in ("GET", "HEAD", "PUT", "DELETE", "OPTIONS"):
+        notes.append(
+            f"{o.method} is not idempotent: the guard replays it only when not one byte was "
+            "written (AZGUARD_RETRY_NON_IDEMPOTENT=always opts in)"
+        )
+    if p["stuck"] or g["stuck"]:
+        notes.append(f"'{_STUCK}': counted as failed with the stall measured so far")
+    if notes:
+        lines.append("")
+        lines += [f"note: {n}" for n in notes]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------
+# Command line
+
+
+def _positive(name: str, accepted: str, minimum: float = 0.0, maximum: float = 1e9) -> Any:
+    def parse(raw: str) -> float:
+        try:
+            value = parse_duration(name, raw)
+        except ConfigError:
+            raise argparse.ArgumentTypeError(f"{raw!r}: expected {accepted}") from None
+        assert value is not None
+        if not minimum <= value <= maximum:
+            raise argparse.ArgumentTypeError(f"{raw!r}: expected {accepted}")
+        return value
+
+    return parse
+
+
+def _threads(raw: str) -> int:
+    if not raw.strip().isdigit() or not 1 <= int(raw) <= 256:
+        raise argparse.ArgumentTypeError(f"{raw!r}: expected a whole number from 1 to 256")
+    return int(raw)
+
+
+def _delay(raw: str) -> float:
+    if raw.strip() in ("0", "0s", "0ms", "off"):
+        return 0.0
+    return float(_positive("--server-delay", "0 or a duration up to 10s, e.g. 5ms", 0.0, 10.0)(raw))
+
+
+def _timeout(raw: str) -> Optional[Tuple[float, float]]:
+    from ._config import _parse_timeout_pair
+
+    try:
+        return _parse_timeout_pair("--timeout", raw)
+    except ConfigError:
+        raise argparse.ArgumentTypeError(
+            f"{raw!r}: expected one duration (e.g. 5), 'connect,read' (e.g. 2,5) "
+            "or none (no timeout, like a legacy script)"
+        ) from None
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="azguard drill",
+        description=(
+            "The migration drill: plain requests and a guarded Session drive the same load "
+            "against an embedded keep-alive server; a fault hits every existing flow mid-run. "
+            "The guarded side reads AZGUARD_* like production, so try your settings here."
+        ),
+    )
+    p.add_argument(
+        "--fault",
+        choices=FAULTS,
+        default="reset",
+        help="blackhole: conntrack forgets the flows (root, nft, conntrack, ip); "
+        "reset / fin: a local proxy aborts (RST) or closes (FIN) them (default: reset)",
+    )
+    p.add_argument("--threads", type=_threads, default=4, help="threads per side (default 4)")
+    p.add_argument(
+        "--duration",
+        type=_positive("--duration", "a duration from 1s to 1h, e.g. 10 or 30s", 1.0, 3600.0),
+        default=10.0,
+        help="length of the run (default 10s)",
+    )
+    p.add_argument(
+        "--fault-at",
+        type=_positive("--fault-at", "a duration, e.g. 3 or 2500ms"),
+        default=None,
+        help="when the fault hits (default: a third of the way in)",
+    )
+    p.add_argument(
+        "--method",
+        type=str.upper,
+        choices=METHODS,
+        default="GET",
+        help="HTTP method (default GET; POST shows the 'nothing written' replay rule)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=_timeout,
+        default=(2.0, 5.0),
+        help="'connect,read' or one duration for both, or none (default 2,5)",
+    )
+    p.add_argument(
+        "--server-delay",
+        type=_delay,
+        default=0.005,
+        help="how long the server works on each request (default 5ms)",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.add_argument(
+        "--plot",
+        metavar="FILE.png",
+        help="write a per-request latency timeline with the fault marked (needs the 'plot' extra)",
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    if args.fault_at is not None and args.fault_at >= args.duration:
+        parser.print_usage(sys.stderr)
+        print(
+            f"azguard drill: --fault-at {args.fault_at:g}s is not inside the "
+            f"{args.duration:g}s run: expected a moment before --duration",
+            file=sys.stderr,
+        )
+        return 2
+    if args.plot:
+        from ._drill_plot import PlotUnavailable, require_matplotlib
+
+        try:
+            require_matplotlib()
+        except PlotUnavailable as exc:
+            print(f"azguard drill: {exc}", file=sys.stderr)
+            return 2
+    if args.fault == "blackhole":
+        # Before anything else and before any thread: the namespace switch
+        # applies to the calling thread, and only threads started later follow.
+        reason = _netns.unavailable_reason()
+        if reason is None:
+            try:
+                _netns.enter_private_netns()
+            except (OSError, RuntimeError) as exc:
+                reason = str(exc)
+        if reason is not None:
+            print(
+                f"azguard drill: --fault blackhole {reason}; "
+                "try --fault reset (or fin), which needs no privileges",
+                file=sys.stderr,
+            )
+            return EXIT_UNAVAILABLE
+    try:
+        config = GuardConfig.from_env()
+    except ConfigError as exc:
+        print(f"azguard drill: {exc}", file=sys.stderr)
+        return 2
+    options = DrillOptions(
+        fault=args.fault,
+        threads=args.threads,
+        duration=args.duration,
+        fault_at=args.fault_at,
+        method=args.method,
+        timeout=args.timeout,
+        server_delay=args.server_delay,
+    )
+    result = run_drill(options, config, progress=None if args.quiet else sys.stderr)
+    if args.plot:
+        from ._drill_plot import write_timeline
+
+        write_timeline(result, args.plot)
+        _progress(None if args.quiet else sys.stderr, f"timeline written to {args.plot}")
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2, sort_keys=True))
+    else:
+        print(format_report(result))
+    return 0
