@@ -1,0 +1,403 @@
+"""Prometheus back-end for the instrumentation Protocol, and the metrics endpoint.
+
+``prometheus_client`` is an optional extra (``pip install
+requests-azguard[prometheus]``), imported only when a back-end is built.  The
+collectors are created once per registry per process (the default registry
+unless one is passed), so any number of adapters share them, and a program
+that already exposes the default registry gets the ``azguard_*`` series there
+too.
+
+``enable_from_config(config)`` is what an adapter calls: when
+``config.metrics_port`` is set it serves the default registry over HTTP on
+``config.metrics_addr`` (loopback by default) and registers the back-end.  A
+port already in use, or a missing ``prometheus_client``, is logged once and
+never breaks the program making requests.
+
+Exported series (``host`` labels are bounded by ``HostLabels``; ``reason``
+and ``errno`` by ``BoundedLabel``):
+
+=======================================  =========  ============================
+name                                     type       labels
+=======================================  =========  ============================
+azguard_connections_opened_total         counter    host
+azguard_connections_reused_total         counter    host
+azguard_connections_evicted_total        counter    host, reason
+azguard_connect_seconds                  histogram  host
+azguard_errors_total                     counter    host, errno
+azguard_retries_total                    counter    host, reason
+azguard_blackholes_total                 counter    host
+azguard_condemnations_total              counter    host
+azguard_condemned_connections_total      counter    host
+azguard_breaker_state                    gauge      host (0 closed, 1 half-open, 2 open)
+azguard_breaker_transitions_total        counter    host, from_state, to_state
+azguard_fallbacks_total                  counter    host
+azguard_tcp_rtt_seconds                  histogram  host
+azguard_tcp_health_total                 counter    host, grade
+=======================================  =========  ============================
+"""
+
+from __future__ import annotations
+
+import http.server
+import ipaddress
+import logging
+import socket
+import threading
+from typing import TYPE_CHECKING, Any, Dict, Iterable, Optional, Set, Tuple
+
+from ._instrument import BoundedLabel, HostLabels, add_instrumentation
+
+if TYPE_CHECKING:
+    from ._config import GuardConfig
+
+__all__ = [
+    "BREAKER_STATES",
+    "METRICS",
+    "MetricsServer",
+    "PrometheusInstrumentation",
+    "enable_from_config",
+    "serve_metrics",
+]
+
+_log = logging.getLogger("requests_azguard")
+
+#: Values of the ``azguard_breaker_state`` gauge.
+BREAKER_STATES: Dict[str, int] = {"closed": 0, "half-open": 1, "open": 2}
+
+CONNECT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+RTT_BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.2,
+    0.5,
+    1.0,
+)
+
+# (attribute, kind, name, help, labels)
+METRICS: Tuple[Tuple[str, str, str, str, Tuple[str, ...]], ...] = (
+    ("opened", "counter", "azguard_connections_opened", "New connections opened", ("host",)),
+    (
+        "reused",
+        "counter",
+        "azguard_connections_reused",
+        "Pooled connections reused after validation",
+        ("host",),
+    ),
+    (
+        "evicted",
+        "counter",
+        "azguard_connections_evicted",
+        "Pooled connections closed by the guard, by reason",
+        ("host", "reason"),
+    ),
+    (
+        "connect_seconds",
+        "histogram",
+        "azguard_connect_seconds",
+        "Time to open a connection (TCP, and TLS for https)",
+        ("host",),
+    ),
+    ("errors", "counter", "azguard_errors", "Low-level failures by errno name", ("host", "errno")),
+    (
+        "retries",
+        "counter",
+        "azguard_retries",
+        "Requests retried on a fresh connection, by reason",
+        ("host", "reason"),
+    ),
+    (
+        "blackholes",
+        "counter",
+        "azguard_blackholes",
+        "Flows declared black-holed (request bytes unacknowledged past ack_timeout)",
+        ("host",),
+    ),
+    (
+        "condemnations",
+        "counter",
+        "azguard_condemnations",
+        "Times a peer's idle pooled connections were condemned",
+        ("host",),
+    ),
+    (
+        "condemned_connections",
+        "counter",
+        "azguard_condemned_connections",
+        "Idle pooled connections condemned with a dead sibling",
+        ("host",),
+    ),
+    (
+        "breaker_state",
+        "gauge",
+        "azguard_breaker_state",
+        "Circuit breaker state: 0 closed, 1 half-open, 2 open",
+        ("host",),
+    ),
+    (
+        "breaker_transitions",
+        "counter",
+        "azguard_breaker_transitions",
+        "Circuit breaker state changes",
+        ("host", "from_state", "to_state"),
+    ),
+    (
+        "fallbacks",
+        "counter",
+        "azguard_fallbacks",
+        "Fallback responses served instead of an error",
+        ("host",),
+    ),
+    (
+        "tcp_rtt_seconds",
+        "histogram",
+        "azguard_tcp_rtt_seconds",
+        "Smoothed RTT from Linux TCP_INFO",
+        ("host",),
+    ),
+    (
+        "tcp_health",
+        "counter",
+        "azguard_tcp_health",
+        "TCP_INFO health grades observed",
+        ("host", "grade"),
+    ),
+)
+
+_collectors_lock = threading.Lock()
+_collectors: Dict[int, Tuple[Any, Dict[str, Any]]] = {}
+
+
+def _make_collectors(registry: Any = None) -> Dict[str, Any]:
+    """The collectors of ``METRICS`` in ``registry`` (default: the global one),
+    created on first use and reused afterwards."""
+    import prometheus_client as pc
+
+    if registry is None:
+        registry = pc.REGISTRY
+    with _collectors_lock:
+        held = _collectors.get(id(registry))
+        if held is not None and held[0] is registry:
+            return held[1]
+        made: Dict[str, Any] = {}
+        for attr, kind, name, doc, labels in METRICS:
+            if kind == "counter":
+                made[attr] = pc.Counter(name, doc, labels, registry=registry)
+            elif kind == "gauge":
+                made[attr] = pc.Gauge(name, doc, labels, registry=registry)
+            else:
+                buckets = CONNECT_BUCKETS if attr == "connect_seconds" else RTT_BUCKETS
+                made[attr] = pc.Histogram(name, doc, labels, buckets=buckets, registry=registry)
+        # The registry is kept referenced so its id cannot be reused.
+        _collectors[id(registry)] = (registry, made)
+        return made
+
+
+class PrometheusInstrumentation:
+    """Instrumentation back-end writing the ``azguard_*`` series.
+
+    :param registry: a ``prometheus_client.CollectorRegistry``; default global.
+    :param hosts: allow-list of hosts that keep their own label (others are
+        ``other``); without it the first ``max_hosts`` hosts seen keep theirs.
+    """
+
+    def __init__(
+        self,
+        registry: Any = None,
+        *,
+        hosts: Optional[Iterable[str]] = None,
+        max_hosts: int = 50,
+    ) -> None:
+        self._m = _make_collectors(registry)
+        self._host = HostLabels(hosts, max_hosts)
+        self._reason = BoundedLabel()
+        self._errno = BoundedLabel()
+
+    def connection_opened(self, host: str, connect_seconds: float) -> None:
+        h = self._host(host)
+        self._m["opened"].labels(h).inc()
+        self._m["connect_seconds"].labels(h).observe(connect_seconds)
+
+    def connection_reused(self, host: str) -> None:
+        self._m["reused"].labels(self._host(host)).inc()
+
+    def connection_evicted(self, host: str, reason: str) -> None:
+        self._m["evicted"].labels(self._host(host), self._reason(reason)).inc()
+
+    def error(self, host: str, errno_name: str) -> None:
+        self._m["errors"].labels(self._host(host), self._errno(errno_name)).inc()
+
+    def retry(self, host: str, reason: str) -> None:
+        self._m["retries"].labels(self._host(host), self._reason(reason)).inc()
+
+    def blackhole(self, host: str) -> None:
+        self._m["blackholes"].labels(self._host(host)).inc()
+
+    def condemned(self, host: str, connections: int) -> None:
+        h = self._host(host)
+        self._m["condemnations"].labels(h).inc()
+        if connections > 0:
+            self._m["condemned_connections"].labels(h).inc(connections)
+
+    def breaker_transition(self, host: str, old: str, new: str) -> None:
+        h = self._host(host)
+        old_s, new_s = _state(old), _state(new)
+        self._m["breaker_transitions"].labels(h, old_s, new_s).inc()
+        value = BREAKER_STATES.get(new_s)
+        if value is not None:
+            self._m["breaker_state"].labels(h).set(value)
+
+    def fallback_served(self, host: str) -> None:
+        self._m["fallbacks"].labels(self._host(host)).inc()
+
+    def tcp_info(self, host: str, rtt_seconds: float, grade: str) -> None:
+        h = self._host(host)
+        self._m["tcp_rtt_seconds"].labels(h).observe(rtt_seconds)
+        self._m["tcp_health"].labels(h, self._reason(grade)).inc()
+
+
+def _state(name: str) -> str:
+    """pybreaker says ``half-open``; other code may say ``half_open``/``HALF_OPEN``."""
+    text = str(name).strip().lower().replace("_", "-")
+    return text if text in BREAKER_STATES else "other"
+
+
+# --------------------------------------------------------------------------
+# The HTTP endpoint.
+
+
+class MetricsServer:
+    """A running metrics endpoint (``/metrics``, also ``/``) in a daemon thread."""
+
+    def __init__(self, addr: str, port: int, registry: Any = None) -> None:
+        import prometheus_client as pc
+
+        reg = pc.REGISTRY if registry is None else registry
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path.split("?", 1)[0] not in ("/", "/metrics"):
+                    self.send_error(404)
+                    return
+                body = pc.generate_latest(reg)
+                self.send_response(200)
+                self.send_header("Content-Type", pc.CONTENT_TYPE_LATEST)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass  # scrapes are not the program's business
+
+        family = socket.AF_INET
+        try:
+            if ipaddress.ip_address(addr).version == 6:
+                family = socket.AF_INET6
+        except ValueError:
+            pass  # "localhost"
+
+        class Server(http.server.ThreadingHTTPServer):
+            address_family = family
+            daemon_threads = True
+
+        self.httpd = Server((addr, port), Handler)
+        self.addr = addr
+        self.port = self.httpd.server_address[1]
+        self._thread = threading.Thread(
+            target=self.httpd.serve_forever, name="azguard-metrics", daemon=True
+        )
+        self._thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self._thread.join(5)
+
+
+_state_lock = threading.Lock()
+_servers: Dict[Tuple[str, int], MetricsServer] = {}
+_warned: Set[Tuple[str, int]] = set()
+_backend: Optional[PrometheusInstrumentation] = None
+_import_warned = False
+
+
+def serve_metrics(addr: str, port: int) -> Optional[MetricsServer]:
+    """Serve the default registry on ``addr:port`` once per process.
+
+    Returns the server, or None (logged once per address) when the port
+    cannot be bound.
+    """
+    key = (addr, port)
+    with _state_lock:
+        # Binding is a local, non-blocking syscall: holding the lock across it
+        # is what stops two adapters built at once from both trying the port.
+        server = _servers.get(key)
+        if server is not None:
+            return server
+        if key in _warned:
+            return None
+        try:
+            server = MetricsServer(addr, port)
+        except OSError as exc:
+            _warned.add(key)
+            _log.warning(
+                "azguard: cannot serve metrics on %s:%d (%s); requests are unaffected, "
+                "metrics are not served on that port",
+                addr,
+                port,
+                exc.strerror or exc,
+                extra={"decision": "metrics_unavailable", "host": f"{addr}:{port}"},
+            )
+            return None
+        _servers[key] = server
+        return server
+
+
+def enable_from_config(config: GuardConfig) -> Optional[PrometheusInstrumentation]:
+    """Serve metrics and register the Prometheus back-end if ``config`` asks.
+
+    Idempotent and cheap after the first call; never raises for an
+    unavailable port or a missing ``prometheus_client``.
+    """
+    global _backend, _import_warned
+    if config.metrics_port is None:
+        return None
+    try:
+        import prometheus_client  # noqa: F401
+    except ImportError:
+        with _state_lock:
+            first = not _import_warned
+            _import_warned = True
+        if first:
+            _log.warning(
+                "azguard: AZGUARD_METRICS_PORT is set but prometheus_client is not installed "
+                "(pip install 'requests-azguard[prometheus]'); metrics are not served"
+            )
+        return None
+    with _state_lock:
+        if _backend is None:
+            _backend = PrometheusInstrumentation()
+        backend = _backend
+    serve_metrics(config.metrics_addr, config.metrics_port)
+    add_instrumentation(backend)  # idempotent
+    return backend
+
+
+def _reset_for_tests() -> None:
+    """Stop every endpoint and forget warnings (collectors stay: they are
+    process-wide by design)."""
+    global _import_warned
+    with _state_lock:
+        servers = list(_servers.values())
+        _servers.clear()
+        _warned.clear()
+        _import_warned = False
+    for server in servers:
+        server.close()
