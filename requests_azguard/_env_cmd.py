@@ -14,9 +14,13 @@ from ._errors import ConfigError
 __all__ = ["main"]
 
 
-def _show(value: Any) -> str:
+# What ``None`` means, where it is not "off".
+_NONE_SHOWN = {"AZGUARD_FALLBACK": "raise", "AZGUARD_REDIS_URL": "unset"}
+
+
+def _show(value: Any, variable: str = "") -> str:
     if value is None:
-        return "off"
+        return _NONE_SHOWN.get(variable, "off")
     if isinstance(value, frozenset):
         return ",".join(str(v) for v in sorted(value))
     if isinstance(value, tuple):
@@ -45,14 +49,19 @@ def main(argv: Optional[List[str]] = None, environ: Optional[Mapping[str, str]] 
         items = [i._replace(value=_redact_url(i.value)) if i is redis else i for i in items]
     if args.json:
         out = {
-            i.variable: {"field": i.field or None, "value": _jsonable(i.value), "source": i.source}
+            i.variable: {
+                "field": i.field or None,
+                "value": _jsonable(i.value),
+                "shown": _show(i.value, i.variable),
+                "source": i.source,
+            }
             for i in items
         }
         print(json.dumps(out, indent=2, sort_keys=True))
         return 0
     width = max(len(i.variable) for i in items)
     for i in items:
-        print(f"{i.variable.ljust(width)}  {_show(i.value):<22}  ({i.source})")
+        print(f"{i.variable.ljust(width)}  {_show(i.value, i.variable):<22}  ({i.source})")
     return 0
 
 
