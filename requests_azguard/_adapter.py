@@ -16,6 +16,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import DecodeError, MaxRetryError, ProtocolError
 from urllib3.util.retry import Retry
 
+from ._breaker import BreakerKey, guarded_send
 from ._config import GuardConfig
 from ._errors import ConfigError
 from ._keepalive import HOST_CONSTANTS, HOST_KIND, SocketOption, socket_options
@@ -46,6 +47,10 @@ class AzGuardAdapter(HTTPAdapter):
 
     azguard_config: GuardConfig
     azguard_fallback: Optional[Fallback]
+    #: ``key(request) -> str`` choosing the request's breaker; None means
+    #: ``scheme://host:port`` of the target.  Set it to scope breakers finer
+    #: (e.g. host plus first path segment).
+    azguard_breaker_key: Optional[BreakerKey] = None
 
     def __init__(
         self,
@@ -129,8 +134,22 @@ class AzGuardAdapter(HTTPAdapter):
             # Legacy callers often pass no timeout and can hang forever; an
             # explicit timeout from the caller always wins.
             timeout = self.azguard_config.default_timeout
-        return self._azguard_transport(
-            request, stream=stream, timeout=timeout, verify=verify, cert=cert, proxies=proxies
+        if not self.azguard_config.breaker:
+            return self._azguard_transport(
+                request, stream=stream, timeout=timeout, verify=verify, cert=cert, proxies=proxies
+            )
+        # The breaker checks its state before and records the final outcome
+        # after the transport call (retries included, so they count once); no
+        # lock is held while the request is on the wire.
+        return guarded_send(
+            request,
+            self.azguard_config,
+            lambda: self._azguard_transport(
+                request, stream=stream, timeout=timeout, verify=verify, cert=cert, proxies=proxies
+            ),
+            fallback=self.azguard_fallback,
+            key=self.azguard_breaker_key,
+            connection=self,
         )
 
     def _azguard_transport(

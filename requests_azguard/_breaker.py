@@ -1,0 +1,695 @@
+"""Per-host circuit breakers: a process-wide registry and the gate around ``send()``.
+
+Why the state machine is driven here and not by ``pybreaker.CircuitBreaker``:
+pybreaker 1.4.1 runs the wrapped call inside ``with self._lock`` (an RLock
+per breaker), so ``call()``/``calling()`` around a request serialise every
+request to a host (four threads against a 20 ms server get 0.26x the
+throughput).  Here the state is *checked* before the request and the outcome
+*recorded* after it; the per-breaker lock only guards a few field updates and
+is never held across network I/O (neither the request nor a Redis round trip).
+The state lives in pybreaker's ``CircuitMemoryStorage`` under pybreaker's
+state names, so it reads the same as a pybreaker breaker's.
+
+Where the state lives: module-level ``requests.get`` builds a new Session and
+adapter per call and urllib3 evicts pools, so breakers hang off a
+process-wide :class:`BreakerRegistry`, keyed by the breaker settings and by the
+key of the *target* (``scheme://host:port``, the target and not the proxy).
+
+Memory bound: at most ``max_hosts`` breakers.  A new key past the cap evicts
+the least recently used *closed* breakers (an eighth of the cap at once, so
+the scan is amortised).  Open and half-open breakers are kept: forgetting one
+would send traffic to a host known to be down.  Only if every breaker is open
+is the one whose trial is due soonest dropped, with a warning log and the
+``evicted_open`` counter, so it is never silent.
+
+Fleet-wide state (``redis_url``): each breaker mirrors its Redis hash, read
+at most once per ``sync_interval`` (default 0.5 s) on the request path, so the
+hot path is a dict lookup and a state check; the price is that a trip in
+another process is seen up to ``sync_interval`` late.  Outcomes that change
+state are written through at once.  With Redis unreachable the local state
+machine keeps working (see ``_breaker_redis.RedisLink``).
+
+Clock: ``time.time`` by default, injectable.  Wall-clock time because
+``opened_at`` is shared between machines and ``CircuitOpenError.retry_at`` is
+documented as ``time.time()``.  A clock that jumps back cannot keep a breaker
+open longer than one ``reset_timeout`` past ``now``.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import threading
+import time
+from datetime import datetime, timezone
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Dict,
+    Final,
+    List,
+    NamedTuple,
+    Optional,
+    Tuple,
+)
+from urllib.parse import urlsplit
+
+import requests
+from urllib3 import exceptions as u3
+
+from ._errors import CircuitOpenError, ConfigError
+from ._instrument import hooks
+from ._policy import classify
+
+if TYPE_CHECKING:
+    from ._breaker_redis import RedisBreakerStorage, RedisLink, Snapshot
+    from ._config import GuardConfig
+
+__all__ = [
+    "CLOSED",
+    "DEFAULT_MAX_HOSTS",
+    "DEFAULT_SYNC_INTERVAL",
+    "HALF_OPEN",
+    "OPEN",
+    "BreakerKey",
+    "BreakerRegistry",
+    "BreakerSettings",
+    "HostBreaker",
+    "breaker_key",
+    "guarded_send",
+    "registry",
+    "reset_breakers",
+]
+
+_log = logging.getLogger("requests_azguard.breaker")
+
+# pybreaker's state names (pybreaker.STATE_*), spelled out so that importing
+# this module does not import pybreaker, which imports redis (~0.1 s).
+CLOSED: Final = "closed"
+OPEN: Final = "open"
+HALF_OPEN: Final = "half-open"
+
+DEFAULT_MAX_HOSTS: Final = 1024
+DEFAULT_HALF_OPEN_TRIALS: Final = 1
+DEFAULT_SYNC_INTERVAL: Final = 0.5
+DEFAULT_REDIS_SOCKET_TIMEOUT: Final = 0.25
+DEFAULT_REATTACH_INTERVAL: Final = 2.0
+
+#: ``key(request) -> str``: which breaker guards a request.
+BreakerKey = Callable[[requests.PreparedRequest], str]
+
+_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+
+
+@functools.lru_cache(maxsize=1024)
+def _origin_key(origin: str) -> str:
+    parts = urlsplit(origin)
+    scheme = (parts.scheme or "http").lower()
+    host = parts.hostname or ""
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if port is None:
+        port = _DEFAULT_PORTS.get(scheme)
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{scheme}://{host}:{port}" if port is not None else f"{scheme}://{host}"
+
+
+def breaker_key(request: requests.PreparedRequest) -> str:
+    """The default key: ``scheme://host:port`` of the request's target.
+
+    Lower-cased, default port filled in, user info dropped.  Behind a proxy
+    ``request.url`` is still the target's URL, so the target is guarded.
+    """
+    url = request.url or ""
+    start = url.find("//")
+    start = start + 2 if start >= 0 else 0
+    end = len(url)
+    for sep in "/?#":
+        i = url.find(sep, start)
+        if 0 <= i < end:
+            end = i
+    return _origin_key(url[:end])
+
+
+class BreakerSettings(NamedTuple):
+    """The part of a ``GuardConfig`` a breaker depends on (a registry key)."""
+
+    fail_max: int
+    reset_timeout: float
+    timeout_fail_fast: int
+    redis_url: Optional[str]
+
+    @classmethod
+    def of(cls, config: GuardConfig) -> BreakerSettings:
+        return cls(
+            config.breaker_fail_max,
+            config.breaker_reset_timeout,
+            config.timeout_fail_fast,
+            config.redis_url,
+        )
+
+    def __repr__(self) -> str:
+        from ._config import _redact_url
+
+        redis = None if self.redis_url is None else _redact_url(self.redis_url)
+        return (
+            f"BreakerSettings(fail_max={self.fail_max}, reset_timeout={self.reset_timeout}, "
+            f"timeout_fail_fast={self.timeout_fail_fast}, redis_url={redis!r})"
+        )
+
+
+def _utc(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, timezone.utc)
+
+
+_Change = Tuple[str, str]
+
+
+class HostBreaker:
+    """The breaker of one key.  Thread-safe; no lock is held across I/O.
+
+    ``admit(now)`` returns a ticket (0: an ordinary request, >0: a half-open
+    trial) or raises :class:`CircuitOpenError`; exactly one of
+    ``record_success``/``record_failure``/``record_neutral`` must follow
+    with that ticket.
+    """
+
+    def __init__(
+        self,
+        key: str,
+        settings: BreakerSettings,
+        *,
+        half_open_trials: int,
+        sync_interval: float,
+        shared: Optional[RedisBreakerStorage] = None,
+    ) -> None:
+        import pybreaker
+
+        self.key = key
+        self.settings = settings
+        self.storage = pybreaker.CircuitMemoryStorage(pybreaker.STATE_CLOSED)
+        self.shared = shared
+        self._half_open_trials = half_open_trials
+        self._sync_interval = sync_interval
+        self._lock = threading.Lock()
+        self._retry_at = 0.0  # while open: when the next trial may go
+        self._timeouts = 0  # consecutive timeouts
+        self._trials = 0  # trials in flight (half-open)
+        self._trial_gen = 0  # ticket of the current trial lease
+        self._trial_until = 0.0  # trial lease expiry
+        self._epoch = 0  # bumped on every local transition
+        self._next_sync = 0.0
+        self._syncing = False
+        self._pending_push = False  # opened while Redis was unreachable
+        self._shared_counter = 0  # last fail_counter seen in Redis
+        self.last_used = 0.0
+
+    def __repr__(self) -> str:
+        return f"<HostBreaker {self.key} {self.state} failures={self.storage.counter}>"
+
+    @property
+    def state(self) -> str:
+        return str(self.storage.state)
+
+    @property
+    def retry_at(self) -> Optional[float]:
+        return self._retry_at if self.state != CLOSED else None
+
+    @property
+    def evictable(self) -> bool:
+        return self.storage.state == CLOSED and self._trials == 0
+
+    # -- before the request ---------------------------------------------------
+
+    def admit(self, now: float) -> int:
+        self.last_used = now
+        if self.shared is not None and now >= self._next_sync:
+            self._pull(now)
+        state = self.storage.state
+        if state == CLOSED:
+            return 0
+        if state == OPEN and now < self._retry_at:
+            if self._retry_at - now > self.settings.reset_timeout:
+                # The clock went back: wait one period from now, not from then.
+                self._retry_at = now + self.settings.reset_timeout
+            raise self._error(self._retry_at)
+        return self._admit_trial(now)
+
+    def _admit_trial(self, now: float) -> int:
+        changes: List[_Change] = []
+        deny: Optional[float] = None
+        ticket = 0
+        with self._lock:
+            state = self.storage.state
+            if state == OPEN:
+                if now < self._retry_at:
+                    deny = self._retry_at
+                else:
+                    self._set(HALF_OPEN, changes)
+                    self._trials = 0
+                    state = HALF_OPEN
+            if state == HALF_OPEN and deny is None:
+                if now >= self._trial_until:
+                    # A lease ran out (a trial with no timeout, or a process
+                    # that died mid-trial): forget it rather than stay stuck.
+                    self._trials = 0
+                if self._trials < self._half_open_trials:
+                    if self._trials == 0:
+                        self._trial_gen += 1
+                        self._trial_until = now + self.settings.reset_timeout
+                    self._trials += 1
+                    ticket = self._trial_gen
+                else:
+                    deny = self._trial_until
+            epoch = self._epoch
+        self._notify(changes)
+        if deny is not None:
+            raise self._error(deny)
+        if ticket and self.shared is not None:
+            snap = self.shared.claim(
+                now,
+                self.settings.reset_timeout,
+                self.settings.reset_timeout,
+                self._half_open_trials,
+            )
+            if snap is not None and not snap.granted:
+                # Another process holds the fleet's trial: step back.
+                self._release(ticket)
+                self._adopt(snap, epoch, now)
+                raise self._error(
+                    max(snap.trial_until, snap.opened_at + self.settings.reset_timeout)
+                )
+            if snap is not None and snap.state == CLOSED:
+                # Closed elsewhere meanwhile: this is an ordinary request.
+                self._release(ticket)
+                self._adopt(snap, epoch, now)
+                return 0
+        return ticket
+
+    def _error(self, retry_at: float) -> CircuitOpenError:
+        return CircuitOpenError(self.key, retry_at)
+
+    # -- after the request ------------------------------------------------------
+
+    def record_success(self, ticket: int, now: float) -> None:
+        if not ticket:
+            # The common case, lock-free: nothing to reset.
+            if not (self.storage.counter or self._timeouts or self._shared_counter):
+                return
+            with self._lock:
+                if self.storage.state == CLOSED:
+                    self.storage.reset_counter()
+                    self._timeouts = 0
+                epoch = self._epoch
+                push = self.shared is not None and self._shared_counter > 0
+                self._shared_counter = 0
+            if push:
+                assert self.shared is not None
+                self._merge(self.shared.succeed(now, is_trial=False), epoch, now)
+            return
+        changes: List[_Change] = []
+        with self._lock:
+            closed = ticket == self._trial_gen and self.storage.state == HALF_OPEN
+            if closed:
+                self._close(changes)
+            epoch = self._epoch
+        self._notify(changes)
+        if closed and self.shared is not None:
+            self._merge(self.shared.succeed(now, is_trial=True), epoch, now)
+
+    def record_failure(self, ticket: int, now: float, timeout: bool = False) -> None:
+        changes: List[_Change] = []
+        with self._lock:
+            state = self.storage.state
+            opened = forced = False
+            if ticket:
+                if ticket == self._trial_gen and state == HALF_OPEN:
+                    self._open(now, changes)
+                    opened = True
+            elif state == CLOSED:
+                self.storage.increment_counter()
+                self._timeouts = self._timeouts + 1 if timeout else 0
+                forced = self._timeouts >= self.settings.timeout_fail_fast
+                if forced or self.storage.counter >= self.settings.fail_max:
+                    self._open(now, changes)
+                    opened = True
+            # Otherwise a late outcome of a request admitted before the trip:
+            # the breaker already knows.
+            epoch = self._epoch
+            count = self.shared is not None and (opened or state == CLOSED)
+        self._notify(changes)
+        if count:
+            assert self.shared is not None
+            snap = self.shared.fail(
+                now, self.settings.fail_max, force_open=opened, is_trial=bool(ticket)
+            )
+            if snap is None and opened:
+                self._pending_push = True
+            self._merge(snap, epoch, now)
+
+    def record_neutral(self, ticket: int, now: float) -> None:
+        """An outcome that says nothing about the host (e.g. a bad URL)."""
+        if ticket:
+            released = self._release(ticket)
+            if released and self.shared is not None:
+                self.shared.release(now)
+
+    def _release(self, ticket: int) -> bool:
+        with self._lock:
+            if ticket == self._trial_gen and self._trials > 0:
+                self._trials -= 1
+                return True
+        return False
+
+    # -- transitions (called with the lock held) ------------------------------
+
+    def _set(self, new: str, changes: List[_Change]) -> None:
+        old = self.storage.state
+        if old != new:
+            self.storage.state = new
+            self._epoch += 1
+            changes.append((old, new))
+
+    def _open(self, now: float, changes: List[_Change], opened_at: Optional[float] = None) -> None:
+        at = now if opened_at is None else opened_at
+        self.storage.opened_at = _utc(at)
+        self.storage.reset_success_counter()
+        # Bounded by now + reset_timeout, whatever another clock said.
+        self._retry_at = min(at + self.settings.reset_timeout, now + self.settings.reset_timeout)
+        self._trials = 0
+        self._epoch += 1
+        self._set(OPEN, changes)
+
+    def _close(self, changes: List[_Change]) -> None:
+        self.storage.reset_counter()
+        self.storage.reset_success_counter()
+        self._timeouts = 0
+        self._trials = 0
+        self._pending_push = False
+        self._set(CLOSED, changes)
+
+    def _notify(self, changes: List[_Change]) -> None:
+        for old, new in changes:
+            _log.info("circuit breaker %s: %s -> %s", self.key, old, new)
+            try:
+                hooks().breaker_transition(self.key, old, new)
+            except Exception:  # a metrics back-end must not break requests
+                _log.exception("instrumentation failed on breaker_transition")
+
+    # -- shared state -------------------------------------------------------------
+
+    def _pull(self, now: float) -> None:
+        with self._lock:
+            if self._syncing or now < self._next_sync:
+                return
+            self._syncing = True
+            epoch = self._epoch
+            push = self._pending_push and self.storage.state == OPEN and now < self._retry_at
+        assert self.shared is not None
+        try:
+            if push:
+                snap = self.shared.fail(
+                    now, self.settings.fail_max, force_open=True, is_trial=False
+                )
+            else:
+                snap = self.shared.fetch(now)
+        finally:
+            with self._lock:
+                self._syncing = False
+                self._next_sync = now + self._sync_interval
+        if snap is not None:
+            self._pending_push = False
+        self._merge(snap, epoch, now)
+
+    def _merge(self, snap: Optional[Snapshot], epoch: int, now: float) -> None:
+        if snap is not None:
+            self._adopt(snap, epoch, now)
+
+    def _adopt(self, snap: Snapshot, epoch: int, now: float) -> None:
+        """Take the fleet's view, unless a local transition raced the round trip."""
+        changes: List[_Change] = []
+        with self._lock:
+            if self._epoch != epoch:
+                return
+            self._shared_counter = snap.fail_counter
+            local = self.storage.state
+            if snap.state == OPEN:
+                retry_at = min(
+                    snap.opened_at + self.settings.reset_timeout,
+                    now + self.settings.reset_timeout,
+                )
+                if local != OPEN or retry_at > self._retry_at:
+                    self._open(now, changes, opened_at=snap.opened_at)
+            elif snap.state == HALF_OPEN:
+                # Another process is trying the host: wait for its verdict.
+                if local == CLOSED:
+                    self._open(now, changes)
+                if self.storage.state == OPEN:
+                    self._retry_at = min(snap.trial_until, now + self.settings.reset_timeout)
+            elif snap.state == CLOSED and local == OPEN and not self._pending_push:
+                self._close(changes)
+        self._notify(changes)
+
+
+class BreakerRegistry:
+    """Every breaker of this process, created lazily, bounded in number."""
+
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] = time.time,
+        max_hosts: int = DEFAULT_MAX_HOSTS,
+        half_open_trials: int = DEFAULT_HALF_OPEN_TRIALS,
+        sync_interval: float = DEFAULT_SYNC_INTERVAL,
+        redis_socket_timeout: float = DEFAULT_REDIS_SOCKET_TIMEOUT,
+        reattach_interval: float = DEFAULT_REATTACH_INTERVAL,
+    ) -> None:
+        if not callable(clock):
+            raise ConfigError("clock", clock, "a callable returning seconds (like time.time)")
+        for name, value, minimum in (
+            ("max_hosts", max_hosts, 1),
+            ("half_open_trials", half_open_trials, 1),
+        ):
+            if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+                raise ConfigError(name, value, f"a whole number >= {minimum}")
+        for name, seconds in (
+            ("sync_interval", sync_interval),
+            ("redis_socket_timeout", redis_socket_timeout),
+            ("reattach_interval", reattach_interval),
+        ):
+            if (
+                not isinstance(seconds, (int, float))
+                or isinstance(seconds, bool)
+                or not math.isfinite(seconds)
+                or seconds < 0
+                or (seconds == 0 and name == "redis_socket_timeout")
+            ):
+                raise ConfigError(name, seconds, "a finite number of seconds >= 0")
+        self.clock = clock
+        self.max_hosts = max_hosts
+        self.half_open_trials = half_open_trials
+        self.sync_interval = float(sync_interval)
+        self.redis_socket_timeout = float(redis_socket_timeout)
+        self.reattach_interval = float(reattach_interval)
+        self._lock = threading.Lock()
+        self._breakers: Dict[Tuple[BreakerSettings, str], HostBreaker] = {}
+        self._links: Dict[str, RedisLink] = {}
+        self.evicted = 0
+        self.evicted_open = 0
+
+    def __repr__(self) -> str:
+        return f"<BreakerRegistry {len(self._breakers)} breakers>"
+
+    def __len__(self) -> int:
+        return len(self._breakers)
+
+    def breakers(self) -> List[HostBreaker]:
+        with self._lock:
+            return list(self._breakers.values())
+
+    def links(self) -> List[RedisLink]:
+        with self._lock:
+            return list(self._links.values())
+
+    def get(self, settings: BreakerSettings, key: str) -> HostBreaker:
+        breaker = self._breakers.get((settings, key))
+        if breaker is not None:
+            return breaker
+        return self._create(settings, key)
+
+    def _create(self, settings: BreakerSettings, key: str) -> HostBreaker:
+        with self._lock:
+            breaker = self._breakers.get((settings, key))
+            if breaker is not None:
+                return breaker
+            if len(self._breakers) >= self.max_hosts:
+                self._evict()
+            shared = None
+            if settings.redis_url is not None:
+                shared = self._shared(settings, key)
+            breaker = HostBreaker(
+                key,
+                settings,
+                half_open_trials=self.half_open_trials,
+                sync_interval=self.sync_interval,
+                shared=shared,
+            )
+            breaker.last_used = self.clock()
+            self._breakers[(settings, key)] = breaker
+            return breaker
+
+    def _shared(self, settings: BreakerSettings, key: str) -> RedisBreakerStorage:
+        from ._breaker_redis import RedisBreakerStorage, RedisLink
+        from ._config import _redact_url
+
+        url = settings.redis_url
+        assert url is not None
+        link = self._links.get(url)
+        if link is None:
+            link = RedisLink(
+                url,
+                _redact_url(url),
+                socket_timeout=self.redis_socket_timeout,
+                reattach_interval=self.reattach_interval,
+            )
+            self._links[url] = link
+        # Long enough to outlive any open period, short enough that keys of
+        # hosts nobody calls any more leave Redis on their own.
+        ttl = int(max(3600.0, 4 * settings.reset_timeout))
+        return RedisBreakerStorage(link, key, ttl)
+
+    def _evict(self) -> None:
+        """Make room (called with the registry lock held)."""
+        closed = sorted((b.last_used, k) for k, b in self._breakers.items() if b.evictable)
+        batch = max(1, self.max_hosts // 8)
+        for _, k in closed[:batch]:
+            del self._breakers[k]
+            self.evicted += 1
+        if closed:
+            return
+        k, victim = min(self._breakers.items(), key=lambda item: item[1]._retry_at)
+        del self._breakers[k]
+        self.evicted += 1
+        self.evicted_open += 1
+        _log.warning(
+            "circuit breaker registry full (%d hosts, all open): dropped the open breaker "
+            "of %s, whose next trial was due soonest; raise max_hosts if this repeats",
+            self.max_hosts,
+            victim.key,
+        )
+
+    def close(self) -> None:
+        with self._lock:
+            links = list(self._links.values())
+            self._links.clear()
+            self._breakers.clear()
+        for link in links:
+            link.close()
+
+
+_registry: Optional[BreakerRegistry] = None
+_registry_lock = threading.Lock()
+
+
+def registry() -> BreakerRegistry:
+    """The process-wide registry (created on first use)."""
+    global _registry
+    current = _registry
+    if current is None:
+        with _registry_lock:
+            if _registry is None:
+                _registry = BreakerRegistry()
+            current = _registry
+    return current
+
+
+def reset_breakers(**options: Any) -> BreakerRegistry:
+    """Forget every breaker; ``options`` configure the new registry.
+
+    Meant for tests and for programs that want other limits: ``clock``,
+    ``max_hosts``, ``half_open_trials``, ``sync_interval``,
+    ``redis_socket_timeout``, ``reattach_interval``.
+    """
+    global _registry
+    fresh = BreakerRegistry(**options)
+    with _registry_lock:
+        old, _registry = _registry, fresh
+    if old is not None:
+        old.close()
+    return fresh
+
+
+# Exceptions that can be about the host.  requests' and urllib3's invalid-input
+# errors (bad URL, bad header, missing schema) are ValueErrors: they never
+# reach the network and say nothing about the host.
+_HOST_ERRORS: Final = (OSError, requests.RequestException, u3.HTTPError)
+
+
+def _record_exception(breaker: HostBreaker, ticket: int, exc: BaseException, now: float) -> None:
+    if isinstance(exc, ValueError) or not isinstance(exc, _HOST_ERRORS):
+        breaker.record_neutral(ticket, now)
+        return
+    decision = classify(exc).decision
+    if decision.breaker:
+        breaker.record_failure(ticket, now, timeout=decision.timeout)
+    else:
+        breaker.record_neutral(ticket, now)
+
+
+def guarded_send(
+    request: requests.PreparedRequest,
+    config: GuardConfig,
+    transport: Callable[[], requests.Response],
+    *,
+    fallback: Optional[Callable[[requests.PreparedRequest, Exception], requests.Response]] = None,
+    key: Optional[BreakerKey] = None,
+    connection: Any = None,
+) -> requests.Response:
+    """Run ``transport()`` behind the breaker of ``request``'s key.
+
+    Open breaker: ``fallback(request, error)`` if given, else a synthetic
+    ``config.fallback_status`` response, else :class:`CircuitOpenError`.
+    """
+    reg = _registry or registry()
+    name = (key or breaker_key)(request)
+    if not isinstance(name, str):
+        raise ConfigError("breaker key", name, "a str returned by the breaker key function")
+    breaker = reg.get(BreakerSettings.of(config), name)
+    try:
+        ticket = breaker.admit(reg.clock())
+    except CircuitOpenError as err:
+        err.request = request
+        if fallback is not None:
+            # Called inside this handler so that an error it raises carries
+            # the breaker's error as __context__.
+            response = fallback(request, err)
+            if not isinstance(response, requests.Response):
+                raise ConfigError("fallback return value", response, "a requests.Response") from err
+        elif config.fallback_status is not None:
+            from ._fallback import synthetic_response
+
+            response = synthetic_response(
+                request, config.fallback_status, err, reg.clock(), connection
+            )
+        else:
+            raise
+        try:
+            hooks().fallback_served(name)
+        except Exception:  # a metrics back-end must not break requests
+            _log.exception("instrumentation failed on fallback_served")
+        return response
+    try:
+        response = transport()
+    except BaseException as exc:
+        _record_exception(breaker, ticket, exc, reg.clock())
+        raise
+    if response.status_code in config.breaker_statuses:
+        breaker.record_failure(ticket, reg.clock())
+    else:
+        breaker.record_success(ticket, reg.clock())
+    return response
