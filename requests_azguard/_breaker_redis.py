@@ -1,0 +1,403 @@
+"""Breaker state shared through Redis, and what happens when Redis goes away.
+
+One Redis hash per breaker key (``azguard:breaker:<scheme://host:port>``)
+holds pybreaker's fields (``state`` with pybreaker's state names,
+``fail_counter``, ``opened_at``) plus the half-open trial lease
+(``trials``, ``trial_until``).  Every transition is one Lua script, so two
+processes cannot both count the fifth failure, both claim the one trial, or
+close a breaker that another just re-opened.
+
+pybreaker's own ``CircuitRedisStorage`` is not used for the transitions: it
+spends one round trip per field, is not atomic across fields, and on a
+``RedisError`` logs a traceback per call and answers "closed", which is
+exactly the silent fail-open this library must not do.  ``RedisBreakerStorage``
+still implements pybreaker's storage interface, so the shared state can be
+inspected (or driven) with pybreaker's own vocabulary.
+
+``RedisLink`` is one client per URL, process-wide.  Its sockets have short
+timeouts and no retries, so an unreachable Redis costs one request at most
+one socket timeout per ``reattach_interval``; in between, breakers run on
+their local state alone.  The outage is logged once (with the URL's password
+redacted) and counted, and the link re-attaches on its own once a probe
+succeeds.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import datetime, timezone
+from typing import Any, Callable, Final, List, NamedTuple, Optional, TypeVar
+
+import pybreaker
+
+from ._errors import ConfigError
+
+__all__ = [
+    "NAMESPACE",
+    "RedisBreakerStorage",
+    "RedisLink",
+    "Snapshot",
+]
+
+_log = logging.getLogger("requests_azguard.breaker")
+
+#: Prefix of every Redis key this library writes.
+NAMESPACE: Final = "azguard:breaker"
+
+_T = TypeVar("_T")
+
+
+class Snapshot(NamedTuple):
+    """The shared state of one breaker as Redis answered it."""
+
+    state: str
+    opened_at: float
+    fail_counter: int
+    trial_until: float
+    granted: bool = True  # for claim(): whether this caller got a trial slot
+
+
+# Each script ends by reading the hash back, so every call returns a Snapshot
+# (state, opened_at, fail_counter, trial_until, granted) in one round trip.
+_TAIL = """
+if ttl > 0 then redis.call('EXPIRE', k, ttl) end
+local h = redis.call('HMGET', k, 'state', 'opened_at', 'fail_counter', 'trial_until')
+return {h[1] or 'closed', h[2] or '0', h[3] or '0', h[4] or '0', granted}
+"""
+
+_HEAD = """
+local k = KEYS[1]
+local st = redis.call('HGET', k, 'state') or 'closed'
+local granted = 1
+"""
+
+# ARGV: ttl
+_FETCH = _HEAD + "local ttl = 0\n" + _TAIL
+
+# ARGV: ttl, now, fail_max, force_open (0/1), is_trial (0/1)
+_FAIL = (
+    _HEAD
+    + """
+local ttl = tonumber(ARGV[1])
+local now = ARGV[2]
+if st == 'closed' then
+  local n = redis.call('HINCRBY', k, 'fail_counter', 1)
+  if n >= tonumber(ARGV[3]) or ARGV[4] == '1' then
+    redis.call('HSET', k, 'state', 'open', 'opened_at', now, 'fail_counter', 0, 'trials', 0)
+  end
+elseif st == 'half-open' and ARGV[5] == '1' then
+  redis.call('HSET', k, 'state', 'open', 'opened_at', now, 'trials', 0)
+end
+"""
+    + _TAIL
+)
+
+# ARGV: ttl, is_trial (0/1)
+_SUCCEED = (
+    _HEAD
+    + """
+local ttl = tonumber(ARGV[1])
+if st == 'half-open' and ARGV[2] == '1' then
+  redis.call('HSET', k, 'state', 'closed', 'fail_counter', 0, 'trials', 0, 'trial_until', 0)
+elseif st == 'closed' then
+  redis.call('HSET', k, 'fail_counter', 0)
+end
+"""
+    + _TAIL
+)
+
+# ARGV: ttl, now, reset_timeout, lease, max_trials
+_CLAIM = (
+    _HEAD
+    + """
+local ttl = tonumber(ARGV[1])
+local now = tonumber(ARGV[2])
+if st == 'open' then
+  local opened = tonumber(redis.call('HGET', k, 'opened_at') or '0')
+  if now >= opened + tonumber(ARGV[3]) then
+    redis.call('HSET', k, 'state', 'half-open', 'trials', 1, 'trial_until', ARGV[2] + ARGV[4])
+  else
+    granted = 0
+  end
+elseif st == 'half-open' then
+  local until_ = tonumber(redis.call('HGET', k, 'trial_until') or '0')
+  local trials = tonumber(redis.call('HGET', k, 'trials') or '0')
+  if now >= until_ then
+    redis.call('HSET', k, 'trials', 1, 'trial_until', ARGV[2] + ARGV[4])
+  elseif trials < tonumber(ARGV[5]) then
+    redis.call('HINCRBY', k, 'trials', 1)
+  else
+    granted = 0
+  end
+end
+"""
+    + _TAIL
+)
+
+# ARGV: ttl
+_RELEASE = (
+    _HEAD
+    + """
+local ttl = tonumber(ARGV[1])
+if st == 'half-open' and tonumber(redis.call('HGET', k, 'trials') or '0') > 0 then
+  redis.call('HINCRBY', k, 'trials', -1)
+end
+"""
+    + _TAIL
+)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _snapshot(reply: List[Any]) -> Snapshot:
+    return Snapshot(
+        state=_text(reply[0]),
+        opened_at=float(_text(reply[1])),
+        fail_counter=int(float(_text(reply[2]))),
+        trial_until=float(_text(reply[3])),
+        granted=int(reply[4]) == 1,
+    )
+
+
+class RedisLink:
+    """One Redis client for one URL, and whether Redis is reachable right now.
+
+    ``call(now, fn)`` runs ``fn(client)`` and returns its result, or None when
+    Redis is unreachable (then no further attempt is made before
+    ``now + reattach_interval``, and only one thread probes after that).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        redacted: str,
+        *,
+        socket_timeout: float,
+        reattach_interval: float,
+    ) -> None:
+        self.redacted = redacted
+        self._url = url
+        self._socket_timeout = socket_timeout
+        self._reattach_interval = reattach_interval
+        self._lock = threading.Lock()
+        self._client: Any = None
+        self._scripts: Any = None
+        self._down_until = 0.0
+        self._probing = False
+        #: False while Redis is unreachable.
+        self.attached = True
+        #: How many times Redis became unreachable, and how many calls failed.
+        self.outages = 0
+        self.errors = 0
+
+    def __repr__(self) -> str:
+        state = "attached" if self.attached else "detached"
+        return f"<RedisLink {self.redacted} {state} outages={self.outages}>"
+
+    def _connect(self) -> Any:
+        try:
+            import redis
+            from redis.backoff import NoBackoff
+            from redis.retry import Retry
+        except ImportError:
+            raise ConfigError(
+                "AZGUARD_REDIS_URL",
+                self.redacted,
+                "a URL only when the redis package is installed "
+                "(pip install 'requests-azguard[redis]')",
+            ) from None
+        # No retries and short timeouts: a dead Redis must cost a request
+        # milliseconds, never redis-py's default retries with backoff.
+        client = redis.Redis.from_url(
+            self._url,
+            socket_timeout=self._socket_timeout,
+            socket_connect_timeout=self._socket_timeout,
+            retry=Retry(NoBackoff(), 0),
+            health_check_interval=0,
+        )
+        self._scripts = {
+            "fetch": client.register_script(_FETCH),
+            "fail": client.register_script(_FAIL),
+            "succeed": client.register_script(_SUCCEED),
+            "claim": client.register_script(_CLAIM),
+            "release": client.register_script(_RELEASE),
+        }
+        return client
+
+    @property
+    def client(self) -> Any:
+        """The redis-py client (created on first use)."""
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    self._client = self._connect()
+        return self._client
+
+    def script(self, name: str) -> Any:
+        self.client  # noqa: B018 - creates the scripts with the client
+        return self._scripts[name]
+
+    def call(self, now: float, fn: Callable[[Any], _T]) -> Optional[_T]:
+        from redis.exceptions import RedisError
+
+        if not self.attached:
+            with self._lock:
+                if now < self._down_until or self._probing:
+                    return None
+                self._probing = True
+        try:
+            result = fn(self.client)
+        except RedisError as exc:
+            self._mark_down(now, exc)
+            return None
+        except BaseException:
+            self._end_probe()
+            raise
+        if not self.attached:
+            with self._lock:
+                self.attached = True
+                self._probing = False
+            _log.warning(
+                "Redis at %s is reachable again: circuit breakers share state again",
+                self.redacted,
+            )
+        return result
+
+    def _end_probe(self) -> None:
+        with self._lock:
+            self._probing = False
+
+    def _mark_down(self, now: float, exc: BaseException) -> None:
+        with self._lock:
+            self.errors += 1
+            self._down_until = now + self._reattach_interval
+            self._probing = False
+            first = self.attached
+            self.attached = False
+            if first:
+                self.outages += 1
+        if first:
+            # Once per outage, not per call: a dead Redis must not flood logs.
+            _log.warning(
+                "Redis at %s is unreachable (%s): circuit breakers continue on local "
+                "state and re-attach when it answers",
+                self.redacted,
+                self._scrub(f"{type(exc).__name__}: {exc}"),
+            )
+
+    def _scrub(self, text: str) -> str:
+        from urllib.parse import unquote, urlsplit
+
+        try:
+            password = urlsplit(self._url).password
+        except ValueError:
+            password = None
+        for secret in filter(None, {password, password and unquote(password)}):
+            text = text.replace(secret, "***")
+        return text
+
+    def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            try:
+                client.close()
+            except Exception:  # closing a dead connection must not raise
+                pass
+
+
+def _datetime(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, timezone.utc)
+
+
+class RedisBreakerStorage(pybreaker.CircuitBreakerStorage):
+    """One breaker's shared state: pybreaker's storage interface plus atomic moves.
+
+    The atomic methods (``fetch``, ``fail``, ``succeed``, ``claim``,
+    ``release``) return a :class:`Snapshot`, or None when Redis is
+    unreachable; the pybreaker-style properties are blocking reads for
+    inspection and raise ``redis.RedisError`` on failure.
+    """
+
+    def __init__(self, link: RedisLink, key: str, ttl: int) -> None:
+        super().__init__("redis")
+        self.link = link
+        self.hkey = f"{NAMESPACE}:{key}"
+        self._ttl = ttl
+
+    def __repr__(self) -> str:
+        return f"<RedisBreakerStorage {self.hkey} via {self.link.redacted}>"
+
+    # -- atomic transitions (used by the breaker) ----------------------------
+
+    def _run(self, now: float, name: str, *args: object) -> Optional[Snapshot]:
+        script = self.link.script(name)
+        reply = self.link.call(
+            now, lambda client: script(keys=[self.hkey], args=[self._ttl, *args], client=client)
+        )
+        return None if reply is None else _snapshot(reply)
+
+    def fetch(self, now: float) -> Optional[Snapshot]:
+        return self._run(now, "fetch")
+
+    def fail(
+        self, now: float, fail_max: int, force_open: bool, is_trial: bool
+    ) -> Optional[Snapshot]:
+        return self._run(now, "fail", repr(now), fail_max, int(force_open), int(is_trial))
+
+    def succeed(self, now: float, is_trial: bool) -> Optional[Snapshot]:
+        return self._run(now, "succeed", int(is_trial))
+
+    def claim(
+        self, now: float, reset_timeout: float, lease: float, max_trials: int
+    ) -> Optional[Snapshot]:
+        return self._run(now, "claim", repr(now), repr(reset_timeout), repr(lease), max_trials)
+
+    def release(self, now: float) -> Optional[Snapshot]:
+        return self._run(now, "release")
+
+    # -- pybreaker's CircuitBreakerStorage interface -------------------------
+
+    def _get(self, field: str) -> Optional[str]:
+        value = self.link.client.hget(self.hkey, field)
+        return None if value is None else _text(value)
+
+    @property
+    def state(self) -> str:
+        return self._get("state") or "closed"
+
+    @state.setter
+    def state(self, state: str) -> None:
+        self.link.client.hset(self.hkey, "state", state)
+
+    @property
+    def counter(self) -> int:
+        return int(float(self._get("fail_counter") or 0))
+
+    def increment_counter(self) -> None:
+        self.link.client.hincrby(self.hkey, "fail_counter", 1)
+
+    def reset_counter(self) -> None:
+        self.link.client.hset(self.hkey, "fail_counter", 0)
+
+    @property
+    def success_counter(self) -> int:
+        # Half-open closes on the first successful trial: nothing to count.
+        return 0
+
+    def increment_success_counter(self) -> None:
+        pass
+
+    def reset_success_counter(self) -> None:
+        pass
+
+    @property
+    def opened_at(self) -> Optional[datetime]:
+        value = self._get("opened_at")
+        return _datetime(float(value)) if value else None
+
+    @opened_at.setter
+    def opened_at(self, when: datetime) -> None:
+        self.link.client.hset(self.hkey, "opened_at", repr(when.timestamp()))
