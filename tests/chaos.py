@@ -22,13 +22,13 @@ def need_chaos() -> None:
     )
 
 
-def run_scenario(timeout: float = 120.0, **params: Any) -> Dict[str, Any]:
+def run_scenario(process_timeout: float = 120.0, **params: Any) -> Dict[str, Any]:
     need_chaos()
     proc = subprocess.run(
         [sys.executable, SCENARIO, json.dumps(params)],
         capture_output=True,
         text=True,
-        timeout=timeout,
+        timeout=process_timeout,
         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
     )
     if proc.returncode != 0:

@@ -55,6 +55,10 @@ class Action:
     headers: Dict[str, str] = dataclasses.field(default_factory=dict)
     delay: float = 0.0  # seconds before answering
     close: bool = False  # close (FIN) after responding
+    # Send only this many body bytes, then wait ``stall`` seconds (or until the
+    # server stops) before sending the rest: a response that stops mid-body.
+    partial: Optional[int] = None
+    stall: float = 0.0
 
     @classmethod
     def ok(cls, body: bytes = b"ok", **kw: object) -> Action:
@@ -96,6 +100,7 @@ class HTTPTestServer:
         self.connections: List[socket.socket] = []
         self.peers: List[Tuple[str, int]] = []
         self.lock = threading.Lock()
+        self.stalled = threading.Event()  # set when a partial response paused
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._accept_loop, daemon=True)
         self._thread.start()
@@ -249,7 +254,13 @@ class HTTPTestServer:
         head = f"HTTP/1.1 {action.status} X\r\n" + "".join(
             f"{k}: {v}\r\n" for k, v in headers.items()
         )
-        sock.sendall(head.encode("latin-1") + b"\r\n" + action.body)
+        if action.partial is None:
+            sock.sendall(head.encode("latin-1") + b"\r\n" + action.body)
+            return
+        sock.sendall(head.encode("latin-1") + b"\r\n" + action.body[: action.partial])
+        self.stalled.set()
+        self._stop.wait(action.stall)
+        sock.sendall(action.body[action.partial :])
 
 
 class ProxyServer:

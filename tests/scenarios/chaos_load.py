@@ -10,6 +10,7 @@ Scenarios:
              after the keepalive detection window
   loss     - random packet loss on the server port during sequential GETs
   slow     - the server acknowledges and answers only after a delay
+  midbody  - the first response stops mid-body and its flow is black-holed
 """
 
 from __future__ import annotations
@@ -72,7 +73,19 @@ def percentile(values: List[float], q: float) -> float:
 def main(params: Dict[str, Any]) -> Dict[str, Any]:
     scenario = params["scenario"]
     delay = float(params.get("server_delay", 0.0))
-    server = HTTPTestServer(lambda req: Action(delay=delay))
+    body = b"ok"
+    if scenario == "midbody":
+        body = b"x" * 100_000
+
+        def behaviour(req: Any) -> Action:
+            # Only the very first response stalls half-way.
+            if req.conn_id == 0 and req.conn_seq == 1:
+                return Action(body=body, partial=50_000, stall=30.0)
+            return Action(body=body)
+
+        server = HTTPTestServer(behaviour)
+    else:
+        server = HTTPTestServer(lambda req: Action(delay=delay))
     cfg_kwargs = dict(params.get("config", {}))
     if "default_timeout" in cfg_kwargs:
         cfg_kwargs["default_timeout"] = tuple(cfg_kwargs["default_timeout"])
@@ -100,7 +113,7 @@ def main(params: Dict[str, Any]) -> Dict[str, Any]:
         err = None
         try:
             r = session.get(url, timeout=timeout)
-            ok = r.status_code == 200 and r.text == "ok"
+            ok = r.status_code == 200 and r.content == body
         except Exception as exc:
             ok = False
             err = f"{type(exc).__name__}: {exc}"[:300]
@@ -139,10 +152,29 @@ def main(params: Dict[str, Any]) -> Dict[str, Any]:
             one()
     elif scenario == "loss":
         _netns.add_random_loss(server.port, int(params.get("loss_percent", 5)))
-        for _ in range(int(params.get("requests", 2000))):
-            one()
+        n_threads = int(params.get("threads", 1))
+        per_thread = int(params.get("requests", 2000)) // n_threads
+
+        def batch() -> None:
+            for _ in range(per_thread):
+                one()
+
+        threads = [threading.Thread(target=batch) for _ in range(n_threads)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
         fault_time["dropped_packets"] = sum(_netns.loss_counters())
         _netns.clear_random_loss()
+    elif scenario == "midbody":
+        worker_thread = threading.Thread(target=one)
+        worker_thread.start()
+        if not server.stalled.wait(10):
+            raise SystemExit("the server never reached the stall")
+        time.sleep(0.1)  # let the first half reach the client
+        fault_time["t"] = time.monotonic() - t0
+        fault_time["flows"] = _netns.blackhole_port(server.port)
+        worker_thread.join()
     elif scenario == "slow":
         for _ in range(int(params.get("requests", 2))):
             one()
