@@ -38,8 +38,6 @@ azguard_tcp_health_total                 counter    host, grade
 
 from __future__ import annotations
 
-import http.server
-import ipaddress
 import logging
 import socket
 import threading
@@ -277,6 +275,10 @@ class MetricsServer:
     """A running metrics endpoint (``/metrics``, also ``/``) in a daemon thread."""
 
     def __init__(self, addr: str, port: int, registry: Any = None) -> None:
+        # Imported here so that importing this module (as the adapter does) stays cheap.
+        import http.server
+        import ipaddress
+
         import prometheus_client as pc
 
         reg = pc.REGISTRY if registry is None else registry
