@@ -489,6 +489,13 @@ def run_drill(
             _Side("plain", _plain_session(options.threads), options.threads),
             _Side("guarded", _guarded_session(config, options.threads), options.threads),
         ]
+        # One unrecorded request per side first: lazy imports and the first
+        # connect are start-up costs, not part of what the fault does.
+        for side in sides:
+            warm = side.session.get(
+                url + "/warm-up", headers={_SIDE_HEADER: side.name}, timeout=options.timeout
+            )
+            warm.close()
         add_instrumentation(counter)
         go, stop = threading.Event(), threading.Event()
         origin: List[float] = []
