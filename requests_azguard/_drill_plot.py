@@ -48,7 +48,7 @@ def write_timeline(result: DrillResult, path: str) -> None:
     floor = max(min((v for v in all_lat if v > 0), default=1e-4) / 2, 1e-5)
     for ax, name, side in zip(axes, ("plain", "guarded"), (result.plain, result.guarded)):
         _panel(ax, name, side, result.fault_at, floor)
-    axes[1].set_xlabel("request start (s since the drill began)")
+    axes[1].set_xlabel("request start (s since the drill began); a bar spans a slow request's wait")
     axes[0].set_xlim(0, max(o.duration, *(r[0] + r[1] for r in _all(result))) * 1.01)
     timeout = "none" if o.timeout is None else f"{o.timeout[0]:g}s connect / {o.timeout[1]:g}s read"
     fig.suptitle(
