@@ -21,6 +21,7 @@ from ._config import GuardConfig
 from ._errors import ConfigError
 from ._keepalive import HOST_CONSTANTS, HOST_KIND, SocketOption, socket_options
 from ._pool import AzPoolManager, AzProxyManager, preload_scope
+from ._prometheus import enable_from_config as enable_metrics_from_config
 from ._retry import AzRetry
 
 __all__ = ["AzGuardAdapter", "Fallback", "mount"]
@@ -70,6 +71,7 @@ class AzGuardAdapter(HTTPAdapter):
         # Set before super().__init__(), which calls init_poolmanager().
         self.azguard_config = config
         self.azguard_fallback = fallback
+        enable_metrics_from_config(config)  # once per process; no-op without a port
         if "max_retries" not in kwargs:
             kwargs["max_retries"] = Retry.from_int(config.retries)
         super().__init__(**kwargs)
@@ -125,9 +127,9 @@ class AzGuardAdapter(HTTPAdapter):
         self,
         request: requests.PreparedRequest,
         stream: bool = False,
-        timeout: Union[None, float, Tuple[Any, Any], Any] = None,
+        timeout: Union[float, Tuple[Any, Any], Any, None] = None,
         verify: Union[bool, str] = True,
-        cert: Union[None, str, Tuple[str, str]] = None,
+        cert: Union[str, Tuple[str, str], None] = None,
         proxies: Optional[Mapping[str, str]] = None,
     ) -> requests.Response:
         if timeout is None and self.azguard_config.default_timeout is not None:
@@ -158,7 +160,7 @@ class AzGuardAdapter(HTTPAdapter):
         stream: bool,
         timeout: Any,
         verify: Union[bool, str],
-        cert: Union[None, str, Tuple[str, str]],
+        cert: Union[str, Tuple[str, str], None],
         proxies: Optional[Mapping[str, str]],
     ) -> requests.Response:
         """One request through urllib3, including its transparent retries."""

@@ -126,7 +126,8 @@ class GuardConfig:
         """
         values: Dict[str, Any] = {}
         for item in describe_env(environ):
-            if item.source != "default":
+            # AZGUARD_AUTO is validated here but belongs to the start-up hook.
+            if item.source != "default" and item.field:
                 values[item.field] = item.value
         values.update(overrides)
         return cls(**values)

@@ -19,7 +19,7 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from ._config import GuardConfig
 from ._instrument import hooks
 from ._keepalive import HOST_CONSTANTS, HOST_KIND, SocketOption, windows_keepalive_vals
-from ._tcpinfo import base_rto, raw_socket, read_tcp_info
+from ._tcpinfo import base_rto, grade, raw_socket, read_tcp_info
 from ._validation import gather, reuse_verdict
 
 __all__ = ["AzHTTPConnection", "AzHTTPSConnection", "GuardedConnection"]
@@ -124,6 +124,7 @@ class GuardedConnection:
         )
         if facts.tcp is not None:
             self.azguard_base_rto = base_rto(facts.tcp)
+            hooks().tcp_info(self.azguard_host_label, facts.tcp.rtt, grade(facts.tcp, config))
         reason = reuse_verdict(facts, now, config)
         self.azguard_evicted_reason = reason
         return reason
@@ -165,6 +166,9 @@ class GuardedConnection:
     def azguard_put_back(self) -> None:
         """Called as the connection returns to the pool."""
         self.azguard_idle_since = time.monotonic()
+        if self.sock is None:
+            # Closed on purpose (e.g. "Connection: close"): no flow to judge.
+            self.azguard_opened_at = None
         restore = self.azguard_restore
         if restore is not None:
             self.azguard_restore = None

@@ -82,8 +82,10 @@ DEFAULT_TABLE: Final[Mapping[str, Decision]] = {
     "ECONNREFUSED": _CANNOT_CONNECT,
     "dns": _CANNOT_CONNECT,
     "connect_timeout": Decision(retry=True, breaker=True, timeout=True),
-    # waiting for the answer: the connection's state is unknown afterwards
-    "read_timeout": Decision(evict=True, retry=True, breaker=True, timeout=True),
+    # waiting for the answer: the connection's state is unknown afterwards.
+    # Not retried: the caller's read timeout is a budget, and retrying would
+    # multiply it; black-holed flows are caught sooner by the watchdog.
+    "read_timeout": Decision(evict=True, breaker=True, timeout=True),
     # anything else: drop the connection, do not guess further
     "other": Decision(evict=True, breaker=True),
 }

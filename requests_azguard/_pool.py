@@ -105,17 +105,23 @@ class GuardedPool:
         if not isinstance(conn, GuardedConnection) or conn.azguard_config is None:
             return conn
         reason = conn.azguard_evicted_reason  # set if urllib3 2.x asked us
-        if conn.sock is not None and not _URLLIB3_ASKS_CONNECTION:
-            reason = conn.azguard_reuse_check(poll=False)
-            if reason is not None:
-                conn.close()  # type: ignore[attr-defined]
+        if not _URLLIB3_ASKS_CONNECTION:
+            if conn.sock is not None:
+                reason = conn.azguard_reuse_check(poll=False)
+                if reason is not None:
+                    conn.close()  # type: ignore[attr-defined]
+            elif conn.azguard_opened_at is not None:
+                # urllib3 1.26's own poll found this pooled connection closed
+                # by its peer (FIN or RST pending) and closed it.
+                reason = "peer_closed"
+                conn.azguard_opened_at = None
         conn.azguard_evicted_reason = None
+        conn.azguard_begin_request()
+        self._azguard_tls().conn = conn
         if reason is not None:
             hooks().connection_evicted(conn.azguard_host_label, reason)
         elif conn.sock is not None:
             hooks().connection_reused(conn.azguard_host_label)
-        conn.azguard_begin_request()
-        self._azguard_tls().conn = conn
         return conn
 
     def _put_conn(self, conn: Any) -> None:

@@ -21,6 +21,7 @@ import time
 from types import TracebackType
 from typing import Any, Final, NamedTuple, Optional
 
+from urllib3.exceptions import MaxRetryError
 from urllib3.util.retry import Retry
 
 from ._condemn import condemn
@@ -95,6 +96,17 @@ class AzRetry(Retry):
         kw.setdefault("azguard_mode", self.azguard_mode)
         return super().new(**kw)
 
+    def _urllib3_refuses(self, method: Optional[str], error: Exception) -> bool:
+        if self.total is False:
+            return True
+        if self._is_connection_error(error):
+            return self.connect is False
+        if self._is_read_error(error):
+            return (
+                self.read is False or method is None or not Retry._is_method_retryable(self, method)
+            )
+        return False
+
     def _is_method_retryable(self, method: str) -> bool:
         # Forced only on the copy increment() makes once the guard's rules
         # found the replay safe (nothing written, idempotency key, "always").
@@ -135,10 +147,18 @@ class AzRetry(Retry):
             },
         )
         if reason is None:
-            # Surfaced exactly as urllib3's own Retry does.
-            if _stacktrace is not None and error.__traceback__ is not _stacktrace:
-                raise error.with_traceback(_stacktrace)
-            raise error
+            if self._urllib3_refuses(method, error):
+                # urllib3 would not retry either: let it surface the error its way.
+                return super().increment(method, url, response, error, _pool, _stacktrace)
+            if self._is_read_error(error):
+                # As urllib3 surfaces a read error it will not retry, so that
+                # requests raises what it always did (ReadTimeout, ConnectionError).
+                if _stacktrace is not None and error.__traceback__ is not _stacktrace:
+                    raise error.with_traceback(_stacktrace)
+                raise error
+            # Otherwise end as an exhausted Retry ends, so that requests maps
+            # it to the usual exception (ConnectionError, ConnectTimeout, SSLError).
+            raise MaxRetryError(_pool, url, error) from error
         if conn is not None:
             hooks().retry(conn.azguard_host_label, reason)
         if facts.idempotent:

@@ -38,7 +38,12 @@ def test_plain_requests_stalls_on_the_same_migration() -> None:
 
 
 def test_migration_while_idle() -> None:
-    config = {"keepalive_idle": 1, "keepalive_interval": 1, "keepalive_count": 2, "user_timeout": None}
+    config = {
+        "keepalive_idle": 1,
+        "keepalive_interval": 1,
+        "keepalive_count": 2,
+        "user_timeout": None,
+    }
     r = run_scenario(
         scenario="idle", threads=4, idle_wait=4.0, requests=20, config=config, keep_results=True
     )
@@ -75,3 +80,25 @@ def test_response_stopping_mid_body_is_detected_and_replayed() -> None:
     assert r["failed"] == 0, r["errors"]
     assert r["counts"].get("blackhole") == 1, r["counts"]
     assert r["max_s"] < 10, "detected by probes, not by the read timeout"
+
+
+def test_unreachable_and_dns_rows() -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from chaos import need_chaos
+
+    need_chaos()
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "scenarios", "errno_rows.py")
+    proc = subprocess.run(
+        [sys.executable, script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert rows["EHOSTUNREACH"][:2] == ["EHOSTUNREACH", "EHOSTUNREACH"], rows
+    assert rows["ENETUNREACH"][:2] == ["ENETUNREACH", "ENETUNREACH"], rows
+    assert rows["dns"][0] == "dns", rows
+    # Unreachable routes and DNS failures fail fast and count for the breaker.
+    assert all(r[2] and r[3] for r in rows.values()), rows
