@@ -9,6 +9,7 @@ side effects: the environment is read only when a config is built.
 from __future__ import annotations
 
 from ._adapter import AzGuardAdapter, Fallback, mount
+from ._breaker import BreakerKey, breaker_key, reset_breakers
 from ._config import GuardConfig
 from ._errors import AzGuardError, BlackHoleError, CircuitOpenError, ConfigError
 from ._install import install, uninstall
@@ -24,14 +25,17 @@ __all__ = [
     "AzGuardAdapter",
     "AzGuardError",
     "BlackHoleError",
+    "BreakerKey",
     "CircuitOpenError",
     "ConfigError",
     "Fallback",
     "GuardConfig",
     "Instrumentation",
     "add_instrumentation",
+    "breaker_key",
     "install",
     "mount",
     "remove_instrumentation",
+    "reset_breakers",
     "uninstall",
 ]
