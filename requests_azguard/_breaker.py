@@ -206,6 +206,7 @@ class HostBreaker:
         self._next_sync = 0.0
         self._syncing = False
         self._pending_push = False  # opened while Redis was unreachable
+        self._pushing = 0  # writes to Redis in flight
         self._shared_counter = 0  # last fail_counter seen in Redis
         self.last_used = 0.0
 
@@ -267,34 +268,39 @@ class HostBreaker:
                 else:
                     deny = self._trial_until
             epoch = self._epoch
+            claim = bool(ticket) and self.shared is not None
+            if claim:
+                self._pushing += 1
         self._notify(changes)
         if deny is not None:
             raise self._error(deny)
-        if ticket and self.shared is not None:
+        if claim:
+            assert self.shared is not None
             snap = self.shared.claim(
                 now,
                 self.settings.reset_timeout,
                 self.settings.reset_timeout,
                 self._half_open_trials,
             )
+            if snap is not None and (not snap.granted or snap.state == CLOSED):
+                self._release(ticket)
+            self._adopt(snap, epoch, now, pushed=True)
             if snap is not None and not snap.granted:
                 # Another process holds the fleet's trial: step back.
-                self._release(ticket)
-                self._adopt(snap, epoch, now)
                 raise self._error(
                     max(snap.trial_until, snap.opened_at + self.settings.reset_timeout)
                 )
             if snap is not None and snap.state == CLOSED:
-                # Closed elsewhere meanwhile: this is an ordinary request.
-                self._release(ticket)
-                self._adopt(snap, epoch, now)
-                return 0
+                return 0  # closed elsewhere meanwhile: an ordinary request
         return ticket
 
     def _error(self, retry_at: float) -> CircuitOpenError:
         return CircuitOpenError(self.key, retry_at)
 
     # -- after the request ------------------------------------------------------
+    # Each write to Redis is counted in _pushing from the moment the local
+    # state changes until Redis has answered: a pull that read Redis in that
+    # window saw the state from before this process's change and is dropped.
 
     def record_success(self, ticket: int, now: float) -> None:
         if not ticket:
@@ -308,9 +314,11 @@ class HostBreaker:
                 epoch = self._epoch
                 push = self.shared is not None and self._shared_counter > 0
                 self._shared_counter = 0
+                if push:
+                    self._pushing += 1
             if push:
                 assert self.shared is not None
-                self._merge(self.shared.succeed(now, is_trial=False), epoch, now)
+                self._adopt(self.shared.succeed(now, is_trial=False), epoch, now, pushed=True)
             return
         changes: List[_Change] = []
         with self._lock:
@@ -318,15 +326,19 @@ class HostBreaker:
             if closed:
                 self._close(changes)
             epoch = self._epoch
+            push = closed and self.shared is not None
+            if push:
+                self._pushing += 1
         self._notify(changes)
-        if closed and self.shared is not None:
-            self._merge(self.shared.succeed(now, is_trial=True), epoch, now)
+        if push:
+            assert self.shared is not None
+            self._adopt(self.shared.succeed(now, is_trial=True), epoch, now, pushed=True)
 
     def record_failure(self, ticket: int, now: float, timeout: bool = False) -> None:
         changes: List[_Change] = []
         with self._lock:
             state = self.storage.state
-            opened = forced = False
+            opened = False
             if ticket:
                 if ticket == self._trial_gen and state == HALF_OPEN:
                     self._open(now, changes)
@@ -341,16 +353,18 @@ class HostBreaker:
             # Otherwise a late outcome of a request admitted before the trip:
             # the breaker already knows.
             epoch = self._epoch
-            count = self.shared is not None and (opened or state == CLOSED)
+            push = self.shared is not None and (opened or state == CLOSED)
+            if push:
+                self._pushing += 1
         self._notify(changes)
-        if count:
+        if push:
             assert self.shared is not None
             snap = self.shared.fail(
                 now, self.settings.fail_max, force_open=opened, is_trial=bool(ticket)
             )
             if snap is None and opened:
                 self._pending_push = True
-            self._merge(snap, epoch, now)
+            self._adopt(snap, epoch, now, pushed=True)
 
     def record_neutral(self, ticket: int, now: float) -> None:
         """An outcome that says nothing about the host (e.g. a bad URL)."""
@@ -405,14 +419,17 @@ class HostBreaker:
 
     def _pull(self, now: float) -> None:
         with self._lock:
-            if self._syncing or now < self._next_sync:
+            if self._syncing or self._pushing or now < self._next_sync:
                 return
             self._syncing = True
             epoch = self._epoch
             push = self._pending_push and self.storage.state == OPEN and now < self._retry_at
+            if push:
+                self._pushing += 1
         assert self.shared is not None
         try:
             if push:
+                # Opened while Redis was away: publish it now.
                 snap = self.shared.fail(
                     now, self.settings.fail_max, force_open=True, is_trial=False
                 )
@@ -422,19 +439,19 @@ class HostBreaker:
             with self._lock:
                 self._syncing = False
                 self._next_sync = now + self._sync_interval
-        if snap is not None:
+        if snap is not None and push:
             self._pending_push = False
-        self._merge(snap, epoch, now)
+        self._adopt(snap, epoch, now, pushed=push)
 
-    def _merge(self, snap: Optional[Snapshot], epoch: int, now: float) -> None:
-        if snap is not None:
-            self._adopt(snap, epoch, now)
-
-    def _adopt(self, snap: Snapshot, epoch: int, now: float) -> None:
-        """Take the fleet's view, unless a local transition raced the round trip."""
+    def _adopt(
+        self, snap: Optional[Snapshot], epoch: int, now: float, *, pushed: bool = False
+    ) -> None:
+        """Take the fleet's view, unless a local change raced the round trip."""
         changes: List[_Change] = []
         with self._lock:
-            if self._epoch != epoch:
+            if pushed:
+                self._pushing -= 1
+            if snap is None or self._epoch != epoch or (self._pushing and not pushed):
                 return
             self._shared_counter = snap.fail_counter
             local = self.storage.state

@@ -12,6 +12,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 from typing import Iterator, List, Tuple
 
 import pytest
@@ -331,3 +332,58 @@ def test_redis_password_is_redacted_everywhere(
     for text in surfaces:
         assert password not in text
     assert "***" in out.stdout
+
+
+def test_threads_racing_redis_round_trips_see_each_transition_once(
+    redis_server: RedisServer,  # noqa: F811
+) -> None:
+    # sync_interval=0: every request reads Redis, so reads overlap other
+    # threads' writes all the time; a read taken before a write lands must
+    # not undo this process's newer local state (no flapping).
+    from requests_azguard._instrument import NoopInstrumentation, add_instrumentation
+
+    class Transitions(NoopInstrumentation):
+        def __init__(self) -> None:
+            self.seen: List[Tuple[str, str]] = []
+
+        def breaker_transition(self, host: str, old: str, new: str) -> None:
+            self.seen.append((old, new))
+
+    rec = Transitions()
+    add_instrumentation(rec)
+    clock = Clock()
+    reset_breakers(clock=clock, sync_interval=0)
+    status = {"code": 503}
+    with HTTPTestServer(lambda r: Action(status=status["code"])) as srv:
+        cfg = GuardConfig(retries=0, breaker_fail_max=10, redis_url=redis_server.url)
+        s = mount(requests.Session(), cfg, pool_maxsize=8)
+
+        def run() -> List[object]:
+            out: List[object] = []
+            lock = threading.Lock()
+
+            def worker() -> None:
+                for _ in range(20):
+                    try:
+                        result: object = s.get(srv.url, timeout=10).status_code
+                    except CircuitOpenError:
+                        result = "open"
+                    with lock:
+                        out.append(result)
+
+            threads = [threading.Thread(target=worker) for _ in range(8)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(60)
+            return out
+
+        first = run()
+        assert first.count(503) >= 10 and "open" in first
+        assert rec.seen == [(CLOSED, OPEN)]
+        status["code"] = 200
+        clock.advance(30.0)
+        second = run()
+        assert 200 in second
+    assert rec.seen == [(CLOSED, OPEN), (OPEN, HALF_OPEN), (HALF_OPEN, CLOSED)]
+    assert redis_hash(redis_server, srv.url)["state"] == CLOSED
