@@ -463,8 +463,9 @@ class HostBreaker:
                 if local != OPEN or retry_at > self._retry_at:
                     self._open(now, changes, opened_at=snap.opened_at)
             elif snap.state == HALF_OPEN:
-                # Another process is trying the host: wait for its verdict.
-                if local == CLOSED:
+                # Another process is trying the host: wait for its verdict
+                # (until its lease ends) instead of asking Redis per request.
+                if local == CLOSED or (local == HALF_OPEN and self._trials == 0):
                     self._open(now, changes)
                 if self.storage.state == OPEN:
                     self._retry_at = min(snap.trial_until, now + self.settings.reset_timeout)

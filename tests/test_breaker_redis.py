@@ -204,6 +204,41 @@ def test_one_trial_for_the_whole_fleet(redis_server: RedisServer) -> None:  # no
         r2.close()
 
 
+def test_denied_trial_waits_for_the_other_process_without_asking_redis_again(
+    redis_server: RedisServer,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = Clock()
+    r1 = BreakerRegistry(clock=clock)
+    r2 = BreakerRegistry(clock=clock)
+    try:
+        b1 = r1.get(settings(redis_server.url), KEY)
+        b2 = r2.get(settings(redis_server.url), KEY)
+        trip(b1, clock())
+        clock.advance(0.5)
+        with pytest.raises(CircuitOpenError):
+            b2.admit(clock())  # b2 learns the trip
+        clock.advance(29.5)
+        b2._next_sync = clock() + 10  # b2's cache is still fresh when the trial is due
+        ticket = b1.admit(clock())
+        assert ticket
+        assert b2.shared is not None
+        claims: List[float] = []
+        real_claim = b2.shared.claim
+        monkeypatch.setattr(
+            b2.shared, "claim", lambda now, *a: claims.append(now) or real_claim(now, *a)
+        )
+        for _ in range(5):
+            with pytest.raises(CircuitOpenError) as info:
+                b2.admit(clock())
+        assert len(claims) == 1  # asked once, then waited
+        assert b2.state == OPEN
+        assert info.value.retry_at == pytest.approx(clock() + 30.0)  # b1's lease
+    finally:
+        r1.close()
+        r2.close()
+
+
 def test_pybreaker_reads_the_shared_state(redis_server: RedisServer) -> None:  # noqa: F811
     import pybreaker
 
