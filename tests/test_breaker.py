@@ -18,7 +18,6 @@ from typing import Any, Callable, Iterator, List, Optional, Tuple
 
 import pytest
 import requests
-import urllib3
 from servers import Action, HTTPTestServer, ProxyServer, Request
 
 from requests_azguard import AzGuardAdapter, CircuitOpenError, ConfigError, GuardConfig, mount
@@ -132,10 +131,8 @@ def session(config: Optional[GuardConfig] = None, **kwargs: Any) -> requests.Ses
     return mount(requests.Session(), cfg, **kwargs)
 
 
-# Failures that reach the host.  urllib3 errors are accepted too: the retry
-# layer currently lets some through unwrapped (e.g. NewConnectionError on
-# urllib3 2.x); that is the transport's contract, not the breaker's.
-HOST_FAILURES = (requests.RequestException, urllib3.exceptions.HTTPError)
+# What a caller sees when a request reaches a dead host: requests' errors only.
+HOST_FAILURES = requests.RequestException
 
 
 def fail(s: requests.Session, url: str, times: int, **kw: Any) -> List[BaseException]:
