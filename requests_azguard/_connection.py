@@ -10,6 +10,7 @@ request is in flight its socket carries tight watchdog options (see
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from typing import Any, List, Optional, Tuple
@@ -17,9 +18,9 @@ from typing import Any, List, Optional, Tuple
 from urllib3.connection import HTTPConnection, HTTPSConnection
 
 from ._config import GuardConfig
-from ._instrument import hooks
+from ._instrument import NoopInstrumentation, hooks
 from ._keepalive import HOST_CONSTANTS, HOST_KIND, SocketOption, windows_keepalive_vals
-from ._tcpinfo import base_rto, grade, raw_socket, read_tcp_info
+from ._tcpinfo import base_rto, grade, raw_socket, read_vitals
 from ._validation import gather, reuse_verdict
 
 __all__ = ["AzHTTPConnection", "AzHTTPSConnection", "GuardedConnection"]
@@ -42,9 +43,8 @@ def peer_of(sock: Any) -> Optional[Peer]:
         return None
 
 
-def _apply(sock: Any, options: List[SocketOption]) -> bool:
+def _apply(raw: Any, options: List[SocketOption]) -> bool:
     try:
-        raw = raw_socket(sock)
         for level, name, value in options:
             raw.setsockopt(level, name, value)
     except OSError:
@@ -82,6 +82,12 @@ class GuardedConnection:
     azguard_restore: Optional[List[SocketOption]] = None
     #: Reason the last reuse check refused this connection.
     azguard_evicted_reason: Optional[str] = None
+    #: The OS-level socket under any TLS wrapper, found once at connect.
+    azguard_raw: Any = None
+    #: A poll object registered for that socket (reuse checks).
+    azguard_poller: Any = None
+    #: (user timeout, tighten, restore) computed for the latest user timeout.
+    azguard_inflight_cache: Optional[Tuple[float, List[SocketOption], List[SocketOption]]] = None
 
     sock: Any
 
@@ -91,12 +97,18 @@ class GuardedConnection:
         self.azguard_opened_at = time.monotonic()
         self.azguard_idle_since = None
         self.azguard_restore = None
-        self.azguard_peer = peer_of(self.sock)
+        self.azguard_inflight_cache = None
+        self.azguard_raw = raw_socket(self.sock)
+        self.azguard_poller = None
+        self.azguard_peer = peer_of(self.azguard_raw)
         config = self.azguard_config
         if config is None:
             return
-        info = read_tcp_info(self.sock)
+        info = read_vitals(self.azguard_raw)
         self.azguard_base_rto = base_rto(info) if info is not None else None
+        instrumentation = hooks()
+        if info is not None and type(instrumentation) is not NoopInstrumentation:
+            instrumentation.tcp_info(self.azguard_host_label, info.rtt, grade(info, config))
         if HOST_KIND == "windows" and HOST_CONSTANTS.SIO_KEEPALIVE_VALS is not None:
             vals = windows_keepalive_vals(config)
             if vals is not None:
@@ -124,7 +136,10 @@ class GuardedConnection:
         )
         if facts.tcp is not None:
             self.azguard_base_rto = base_rto(facts.tcp)
-            hooks().tcp_info(self.azguard_host_label, facts.tcp.rtt, grade(facts.tcp, config))
+            instrumentation = hooks()
+            if type(instrumentation) is not NoopInstrumentation:
+                rtt = facts.tcp.rtt
+                instrumentation.tcp_info(self.azguard_host_label, rtt, grade(facts.tcp, config))
         reason = reuse_verdict(facts, now, config)
         self.azguard_evicted_reason = reason
         return reason
@@ -161,7 +176,11 @@ class GuardedConnection:
 
     def azguard_inflight_user_timeout(self, ack_timeout: float) -> float:
         rto = self.azguard_base_rto
-        return ack_timeout if rto is None else max(ack_timeout, RTO_FACTOR * rto)
+        if rto is None or RTO_FACTOR * rto <= ack_timeout:
+            return ack_timeout
+        # Rounded up to 100 ms so that the option lists computed for it are
+        # reused while the smoothed RTT wanders a little.
+        return math.ceil(RTO_FACTOR * rto * 10) / 10
 
     def azguard_put_back(self) -> None:
         """Called as the connection returns to the pool."""
@@ -173,14 +192,24 @@ class GuardedConnection:
         if restore is not None:
             self.azguard_restore = None
             if self.sock is not None:
-                _apply(self.sock, restore)
+                _apply(self.azguard_raw, restore)
+
+    def azguard_tighten(self, tighten: List[SocketOption], restore: List[SocketOption]) -> None:
+        """Put the in-flight options on now, or before the first byte of a
+        connection that is not open yet."""
+        if self.azguard_restore is not None:
+            return  # already tight
+        if self.sock is None:
+            self.azguard_pending_inflight = (tighten, restore)
+        elif _apply(self.azguard_raw, tighten):
+            self.azguard_restore = restore
 
     def _azguard_before_first_byte(self) -> None:
         pending = self.azguard_pending_inflight
         self.azguard_pending_inflight = None
         if pending is not None and self.sock is not None and self.azguard_restore is None:
             tighten, restore = pending
-            if _apply(self.sock, tighten):
+            if _apply(self.azguard_raw, tighten):
                 self.azguard_restore = restore
 
     def _azguard_send(self, data: Any) -> bool:
@@ -189,27 +218,33 @@ class GuardedConnection:
         Returns False when ``data`` is not bytes-like and the caller must use
         http.client's generic path.
         """
-        try:
-            view = memoryview(data)
-        except TypeError:
-            return False
-        if self.sock is None:
+        if type(data) is not bytes:
+            try:
+                data = memoryview(data).cast("B")
+            except TypeError:
+                return False
+        sock = self.sock
+        if sock is None:
             if not getattr(self, "auto_open", False):
                 return False  # http.client raises NotConnected
             # http.client connects lazily on the first send (urllib3 2.x
             # relies on it for plain HTTP); connecting here keeps the count.
             self.connect()  # type: ignore[attr-defined]
+            sock = self.sock
         if self.azguard_pending_inflight is not None:
             self._azguard_before_first_byte()
         sys.audit("http.client.send", self, data)
-        view = view.cast("B")
-        sock = self.sock
-        while view:
-            # socket.sendall() hides how much went out before an error; send()
-            # tells, which is what the "nothing written" rule needs.
-            sent = sock.send(view)
-            self.azguard_bytes_sent += sent
-            view = view[sent:]
+        # socket.sendall() hides how much went out before an error; send()
+        # tells, which is what the "nothing written" rule needs.  One call
+        # usually takes it all; a partial send continues from a view.
+        sent = sock.send(data)
+        self.azguard_bytes_sent += sent
+        if sent < len(data):
+            view = memoryview(data)[sent:]
+            while view:
+                sent = sock.send(view)
+                self.azguard_bytes_sent += sent
+                view = view[sent:]
         return True
 
 

@@ -9,18 +9,19 @@ pass-through signature, because these hooks differ between urllib3 1.26 and
 
 from __future__ import annotations
 
-import contextlib
+import inspect
 import threading
-from typing import Any, Dict, Iterator, Optional, Type
+from typing import Any, Dict, Optional, Type
 
 import urllib3.connection
+from requests.structures import CaseInsensitiveDict
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.poolmanager import PoolManager, ProxyManager
 from urllib3.util.retry import Retry
 
 from ._config import GuardConfig
 from ._connection import AzHTTPConnection, AzHTTPSConnection, GuardedConnection
-from ._instrument import hooks
+from ._instrument import NoopInstrumentation, hooks
 from ._keepalive import HOST_CONSTANTS, HOST_KIND, inflight_options
 from ._retry import IDEMPOTENCY_HEADERS, AzRetry
 
@@ -37,21 +38,28 @@ __all__ = [
 # full check in place of its own poll; 1.26 polls itself and the pool adds the
 # rest.  Decided once.
 _URLLIB3_ASKS_CONNECTION = hasattr(urllib3.connection.HTTPConnection, "is_connected")
+# urllib3 2.x passes the Retry to _make_request; 1.26 only to urlopen.
+_MAKE_REQUEST_GETS_RETRIES = (
+    "retries" in inspect.signature(HTTPConnectionPool._make_request).parameters
+)
 
 _scope = threading.local()
 
 
-@contextlib.contextmanager
-def preload_scope() -> Iterator[None]:
+class preload_scope:
     """Within it, urlopen reads the whole body before returning, so a failure
     while reading it is retried by urllib3 like any other (requests reads a
-    ``stream=False`` body right after ``send()`` anyway)."""
-    previous = getattr(_scope, "preload", False)
-    _scope.preload = True
-    try:
-        yield
-    finally:
-        _scope.preload = previous
+    ``stream=False`` body right after ``send()`` anyway).  A class rather than
+    a generator-based context manager: it runs on every request."""
+
+    __slots__ = ("_previous",)
+
+    def __enter__(self) -> None:
+        self._previous = getattr(_scope, "preload", False)
+        _scope.preload = True
+
+    def __exit__(self, *exc: object) -> None:
+        _scope.preload = self._previous
 
 
 def _body_replayable(body: Any) -> bool:
@@ -77,11 +85,14 @@ class GuardedPool:
     port: Optional[int]
     proxy: Any
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Per thread: the connection and Retry of the attempt in progress,
+        # for AzRetry.increment, which urllib3 calls without the connection.
+        self._azguard_local = threading.local()
+
     def _azguard_tls(self) -> Any:
-        tls = self.__dict__.get("_azguard_local")
-        if tls is None:
-            tls = self.__dict__.setdefault("_azguard_local", threading.local())
-        return tls
+        return self._azguard_local
 
     def azguard_attempt(self) -> Optional[GuardedConnection]:
         """The connection this thread's current attempt is using (for AzRetry)."""
@@ -118,10 +129,12 @@ class GuardedPool:
         conn.azguard_evicted_reason = None
         conn.azguard_begin_request()
         self._azguard_tls().conn = conn
-        if reason is not None:
-            hooks().connection_evicted(conn.azguard_host_label, reason)
-        elif conn.sock is not None:
-            hooks().connection_reused(conn.azguard_host_label)
+        instrumentation = hooks()
+        if type(instrumentation) is not NoopInstrumentation:
+            if reason is not None:
+                instrumentation.connection_evicted(conn.azguard_host_label, reason)
+            elif conn.sock is not None:
+                instrumentation.connection_reused(conn.azguard_host_label)
         return conn
 
     def _put_conn(self, conn: Any) -> None:
@@ -136,44 +149,65 @@ class GuardedPool:
         if getattr(_scope, "preload", False):
             kwargs["preload_content"] = True
             kwargs["decode_content"] = True
-        retries = kwargs.get("retries", args[2] if len(args) > 2 else None)
-        self._azguard_tls().retries = retries
+        if not _MAKE_REQUEST_GETS_RETRIES:
+            # urllib3 1.26 does not hand the Retry to _make_request.
+            self._azguard_tls().retries = kwargs.get("retries", args[2] if len(args) > 2 else None)
         return super().urlopen(method, url, *args, **kwargs)  # type: ignore[misc]
 
     def _make_request(self, conn: Any, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
         config = self.azguard_config
-        if isinstance(conn, GuardedConnection) and config is not None:
-            self._azguard_prepare(conn, config, method, kwargs.get("body"), kwargs.get("headers"))
+        if config is not None and isinstance(conn, GuardedConnection):
+            if _MAKE_REQUEST_GETS_RETRIES:
+                retries = kwargs.get("retries")
+            else:
+                retries = getattr(self._azguard_tls(), "retries", None)
+            self._azguard_prepare(
+                conn, config, method, kwargs.get("body"), kwargs.get("headers"), retries
+            )
         return super()._make_request(conn, method, url, *args, **kwargs)  # type: ignore[misc]
 
     def _azguard_prepare(
-        self, conn: GuardedConnection, config: GuardConfig, method: str, body: Any, headers: Any
+        self,
+        conn: GuardedConnection,
+        config: GuardConfig,
+        method: str,
+        body: Any,
+        headers: Any,
+        retries: Any,
     ) -> None:
-        conn.azguard_body_replayable = _body_replayable(body)
-        keyed = False
-        if headers:
-            keyed = any(str(k).lower() in IDEMPOTENCY_HEADERS for k in headers)
-        conn.azguard_idempotency_key = keyed
-        if config.ack_timeout is None or not conn.azguard_body_replayable:
-            return
-        retries = getattr(self._azguard_tls(), "retries", None)
+        body_ok = body is None or _body_replayable(body)
+        conn.azguard_body_replayable = body_ok
         if isinstance(retries, AzRetry):
+            idempotent = retries.azguard_idempotent(method)
             mode = retries.azguard_mode
-            idempotent = Retry._is_method_retryable(retries, method.upper())
         else:
-            mode = config.retry_non_idempotent
             idempotent = method.upper() in Retry.DEFAULT_ALLOWED_METHODS
+            mode = config.retry_non_idempotent
+        # The key only matters for a method that is not idempotent anyway.
+        keyed = not idempotent and bool(headers) and _has_idempotency_key(headers)
+        conn.azguard_idempotency_key = keyed
+        ack_timeout = config.ack_timeout
         # Only a request that may be replayed once written gets the tight
         # verdict; for the others the generous kernel timeout stands, since a
         # verdict could only turn a slow answer into a lost one.
-        if not (idempotent or keyed or mode == "always"):
+        if ack_timeout is None or not body_ok or not (idempotent or keyed or mode == "always"):
             return
-        user_timeout = conn.azguard_inflight_user_timeout(config.ack_timeout)
-        tighten, restore = inflight_options(
-            config, HOST_CONSTANTS, HOST_KIND, user_timeout, probe_idle=config.ack_timeout
-        )
-        if tighten:
-            conn.azguard_pending_inflight = (tighten, restore)
+        user_timeout = conn.azguard_inflight_user_timeout(ack_timeout)
+        cached = conn.azguard_inflight_cache
+        if cached is None or cached[0] != user_timeout:
+            tighten, restore = inflight_options(
+                config, HOST_CONSTANTS, HOST_KIND, user_timeout, probe_idle=ack_timeout
+            )
+            cached = conn.azguard_inflight_cache = (user_timeout, tighten, restore)
+        if cached[1]:
+            conn.azguard_tighten(cached[1], cached[2])
+
+
+def _has_idempotency_key(headers: Any) -> bool:
+    if isinstance(headers, CaseInsensitiveDict):
+        # requests' own headers: two case-insensitive lookups, no scan.
+        return any(headers.get(name) is not None for name in IDEMPOTENCY_HEADERS)
+    return any(str(k).lower() in IDEMPOTENCY_HEADERS for k in headers)
 
 
 class AzHTTPConnectionPool(GuardedPool, HTTPConnectionPool):

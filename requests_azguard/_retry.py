@@ -96,6 +96,16 @@ class AzRetry(Retry):
         kw.setdefault("azguard_mode", self.azguard_mode)
         return super().new(**kw)
 
+    def azguard_idempotent(self, method: str) -> bool:
+        """Is ``method`` in this Retry's allowed set (cached: asked per request)."""
+        cache = self.__dict__.get("_azguard_methods")
+        if cache is None:
+            cache = self.__dict__.setdefault("_azguard_methods", {})
+        known: Optional[bool] = cache.get(method)
+        if known is None:
+            known = cache[method] = bool(Retry._is_method_retryable(self, method.upper()))
+        return known
+
     def _urllib3_refuses(self, method: Optional[str], error: Exception) -> bool:
         if self.total is False:
             return True

@@ -3,13 +3,15 @@
 ``reuse_verdict`` is a pure predicate over facts gathered from the socket
 (``ReuseFacts``), the time and the config: it returns the eviction reason, or
 None to reuse.  Gathering the facts (``gather``) is the only I/O: one poll for
-readability (replacing urllib3's own, not adding a second), one
-``getsockopt(TCP_INFO)``, one ``getpeername()``, and, when DNS rechecks are on,
-a cached lookup.  Closing is left to the caller.
+readability (replacing urllib3's own, not adding a second), a cached DNS
+lookup when rechecks are on, and, for a connection idle longer than
+``DEEP_CHECK_AFTER``, one ``getsockopt(TCP_INFO)`` and one ``getpeername()``.
+Closing is left to the caller.
 """
 
 from __future__ import annotations
 
+import select
 from typing import Any, Final, FrozenSet, NamedTuple, Optional, Tuple
 
 from urllib3.util.wait import wait_for_read
@@ -17,9 +19,14 @@ from urllib3.util.wait import wait_for_read
 from ._condemn import condemned_at
 from ._config import GuardConfig
 from ._dns import default_cache
-from ._tcpinfo import ESTABLISHED, TcpInfo, raw_socket, read_tcp_info
+from ._tcpinfo import ESTABLISHED, TcpVitals, raw_socket, read_vitals
 
-__all__ = ["REASONS", "ReuseFacts", "gather", "reuse_verdict"]
+__all__ = ["DEEP_CHECK_AFTER", "REASONS", "ReuseFacts", "gather", "reuse_verdict"]
+
+#: Idle seconds after which reuse also asks the kernel (TCP_INFO, peer
+#: address) and DNS: Linux's minimum RTO, the earliest a retransmission or an
+#: unanswered probe can exist.
+DEEP_CHECK_AFTER: Final = 0.2
 
 #: Every eviction reason, for metrics and docs.
 REASONS: Final = (
@@ -39,7 +46,7 @@ class ReuseFacts(NamedTuple):
     opened_at: float
     idle_since: Optional[float]
     readable: bool  # the idle socket has something to read: EOF, RST or junk
-    tcp: Optional[TcpInfo]  # None off Linux
+    tcp: Optional[TcpVitals]  # None off Linux
     peer_at_connect: Optional[Tuple[Any, ...]]
     peer_now: Optional[Tuple[Any, ...]]
     condemned_at: Optional[float]
@@ -79,6 +86,18 @@ def reuse_verdict(facts: ReuseFacts, now: float, config: GuardConfig) -> Optiona
     return None
 
 
+def _readable(conn: Any, raw: Any) -> bool:
+    """A zero-timeout poll, with the poll object kept on the connection:
+    urllib3's wait_for_read builds and registers a new one on every call."""
+    poller = conn.azguard_poller
+    if poller is None:
+        if not hasattr(select, "poll"):
+            return bool(wait_for_read(raw, timeout=0.0))
+        poller = conn.azguard_poller = select.poll()
+        poller.register(raw, select.POLLIN)
+    return bool(poller.poll(0))
+
+
 def gather(
     conn: Any,
     now: float,
@@ -95,25 +114,44 @@ def gather(
     host behind a proxy); None skips the DNS check.
     """
     sock = conn.sock
+    raw = conn.azguard_raw if conn.azguard_raw is not None else raw_socket(sock)
     readable = False
     if poll:
         # SSL may hold decrypted bytes the kernel no longer shows.
         pending = getattr(sock, "pending", None)
-        readable = bool(pending and pending()) or wait_for_read(sock, timeout=0.0)
+        readable = bool(pending and pending()) or _readable(conn, raw)
     peer_at_connect = conn.azguard_peer
-    peer_now: Optional[Tuple[Any, ...]]
-    try:
-        peer_now = tuple(raw_socket(sock).getpeername())
-    except (OSError, AttributeError):
-        peer_now = None
     dns = None
     if config.dns_recheck is not None and dns_host is not None and dns_port is not None:
+        # Cached: a lookup happens at most once per interval per host, and
+        # busy pools (never idle long) are the ones a moved service hurts most.
         dns = default_cache.addresses(dns_host, dns_port, now, config.dns_recheck)
+    idle_since = conn.azguard_idle_since
+    if idle_since is not None and now - idle_since < DEEP_CHECK_AFTER:
+        # Back from the pool sooner than one minimum RTO: its last response
+        # proved the flow alive, no probe or retransmission can have failed
+        # since, and a FIN or RST shows in the poll above.  Skipping the
+        # kernel queries here is what keeps a busy pool at plain speed.
+        return ReuseFacts(
+            opened_at=conn.azguard_opened_at if conn.azguard_opened_at is not None else now,
+            idle_since=idle_since,
+            readable=readable,
+            tcp=None,
+            peer_at_connect=peer_at_connect,
+            peer_now=peer_at_connect,
+            condemned_at=condemned_at(peer_at_connect) if peer_at_connect is not None else None,
+            dns_addresses=dns,
+        )
+    peer_now: Optional[Tuple[Any, ...]]
+    try:
+        peer_now = tuple(raw.getpeername())
+    except (OSError, AttributeError):
+        peer_now = None
     return ReuseFacts(
         opened_at=conn.azguard_opened_at if conn.azguard_opened_at is not None else now,
         idle_since=conn.azguard_idle_since,
         readable=readable,
-        tcp=read_tcp_info(sock),
+        tcp=read_vitals(raw),
         peer_at_connect=peer_at_connect,
         peer_now=peer_now,
         condemned_at=condemned_at(peer_at_connect) if peer_at_connect is not None else None,
