@@ -39,3 +39,10 @@ __all__ = [
     "reset_breakers",
     "uninstall",
 ]
+
+# Set only by the AZGUARD_AUTO start-up hook when this package was what first
+# imported requests: the guard could not be installed then, so it is now.
+_pending = globals().pop("_azguard_autostart_pending", None)
+if _pending is not None:
+    _pending()
+del _pending

@@ -38,13 +38,20 @@ class AzGuardAdapter(HTTPAdapter):
     :param config: a :class:`GuardConfig`; ``None`` reads ``AZGUARD_*`` now.
     :param fallback: ``fallback(request, error) -> Response``, called instead
         of raising when a host's circuit breaker is open.
+    :param breaker_key: ``key(request) -> str`` choosing the request's
+        breaker; None means ``scheme://host:port`` of the target.
     :param kwargs: any ``HTTPAdapter`` argument (``pool_connections``,
         ``pool_maxsize``, ``max_retries``, ``pool_block``).
     """
 
     # HTTPAdapter already owns the attribute name ``config`` (a dict), so the
     # guard's settings live under ``azguard_config``.
-    __attrs__ = [*HTTPAdapter.__attrs__, "azguard_config", "azguard_fallback"]
+    __attrs__ = [
+        *HTTPAdapter.__attrs__,
+        "azguard_config",
+        "azguard_fallback",
+        "azguard_breaker_key",
+    ]
 
     azguard_config: GuardConfig
     azguard_fallback: Optional[Fallback]
@@ -58,6 +65,7 @@ class AzGuardAdapter(HTTPAdapter):
         config: Optional[GuardConfig] = None,
         *,
         fallback: Optional[Fallback] = None,
+        breaker_key: Optional[BreakerKey] = None,
         **kwargs: Any,
     ) -> None:
         if config is None:
@@ -68,9 +76,12 @@ class AzGuardAdapter(HTTPAdapter):
             raise ConfigError(
                 "fallback", fallback, "a callable fallback(request, error) -> Response, or None"
             )
+        if breaker_key is not None and not callable(breaker_key):
+            raise ConfigError("breaker_key", breaker_key, "a callable key(request) -> str, or None")
         # Set before super().__init__(), which calls init_poolmanager().
         self.azguard_config = config
         self.azguard_fallback = fallback
+        self.azguard_breaker_key = breaker_key
         enable_metrics_from_config(config)  # once per process; no-op without a port
         if "max_retries" not in kwargs:
             kwargs["max_retries"] = Retry.from_int(config.retries)

@@ -99,6 +99,14 @@ class _InstallAfterExec:
         self.loader.exec_module(module)
         # Only after requests imported cleanly: a failed import may be retried.
         self.hook.remove()
+        package = sys.modules.get("requests_azguard")
+        spec = getattr(package, "__spec__", None)
+        if package is not None and getattr(spec, "_initializing", False):
+            # The program imported requests_azguard first and it is importing
+            # requests: installing now would re-enter the half-initialised
+            # package.  Its __init__ runs the install as its last step.
+            package._azguard_autostart_pending = _install  # type: ignore[attr-defined]
+            return
         _install()
 
 

@@ -6,7 +6,7 @@ import json
 import os
 import subprocess
 import sys
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 from conftest import need
 
@@ -22,14 +22,16 @@ def need_chaos() -> None:
     )
 
 
-def run_scenario(process_timeout: float = 120.0, **params: Any) -> Dict[str, Any]:
+def run_scenario(
+    process_timeout: float = 120.0, env: Optional[Dict[str, str]] = None, **params: Any
+) -> Dict[str, Any]:
     need_chaos()
     proc = subprocess.run(
         [sys.executable, SCENARIO, json.dumps(params)],
         capture_output=True,
         text=True,
         timeout=process_timeout,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), **(env or {})},
     )
     if proc.returncode != 0:
         raise AssertionError(f"scenario {params} failed:\n{proc.stderr[-4000:]}")

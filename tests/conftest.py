@@ -58,8 +58,16 @@ def tls_pair() -> Tuple[ssl.SSLContext, str]:
 
 
 @pytest.fixture(autouse=True)
-def _clean_instrumentation() -> Iterator[None]:
+def _clean_process_state() -> Iterator[None]:
+    """Breakers, condemnations and instrumentation are process-wide by design
+    (they outlive Sessions); each test starts from a clean process state."""
+    from requests_azguard import reset_breakers
+    from requests_azguard._condemn import reset_condemnations
     from requests_azguard._instrument import reset_instrumentation
 
+    reset_breakers()
+    reset_condemnations()
     yield
     reset_instrumentation()
+    reset_breakers()
+    reset_condemnations()

@@ -421,3 +421,29 @@ def test_pth_line_run_twice_arms_once_and_says_once(
     assert proc.returncode == 0, proc.stderr
     assert int(proc.stdout) == hooks
     assert proc.stderr.count("\n") == lines
+
+
+def test_program_importing_the_package_first_is_guarded_too() -> None:
+    """requests_azguard imports requests itself: the hook must not re-enter the
+    half-initialised package, and the guard must still be installed."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import requests_azguard, requests\n"
+        "from requests_azguard import AzGuardAdapter\n"
+        "print(isinstance(requests.Session().adapters['http://'], AzGuardAdapter))\n"
+    )
+    env = {**os.environ, "AZGUARD_AUTO": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "NOT guarded" not in proc.stderr, proc.stderr
+    assert proc.stdout.strip() == "True"
+    env.pop("AZGUARD_AUTO")
+    plain = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert plain.stdout.strip() == "False"

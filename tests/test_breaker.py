@@ -733,3 +733,14 @@ def test_adapter_stays_picklable_with_a_breaker(clock: Clock, server: HTTPTestSe
     copy = pickle.loads(pickle.dumps(adapter))
     s.mount("http://", copy)
     assert s.get(server.url, timeout=5).text == "ok"
+
+
+def test_breaker_key_is_a_constructor_argument_and_survives_pickling() -> None:
+    import pickle
+
+    from requests_azguard import AzGuardAdapter, ConfigError, GuardConfig, breaker_key
+
+    adapter = AzGuardAdapter(GuardConfig(), breaker_key=breaker_key)
+    assert pickle.loads(pickle.dumps(adapter)).azguard_breaker_key is breaker_key
+    with pytest.raises(ConfigError, match="breaker_key"):
+        AzGuardAdapter(GuardConfig(), breaker_key="host")  # type: ignore[arg-type]

@@ -102,3 +102,20 @@ def test_unreachable_and_dns_rows() -> None:
     assert rows["dns"][0] == "dns", rows
     # Unreachable routes and DNS failures fail fast and count for the breaker.
     assert all(r[2] and r[3] for r in rows.values()), rows
+
+
+def test_legacy_script_survives_migration_with_autostart_only() -> None:
+    """A script that only does ``requests.Session()`` (no code change), guarded by
+    AZGUARD_AUTO=1 through the .pth start-up hook; the control run without it fails."""
+    guarded = run_scenario(
+        scenario="migrate",
+        threads=4,
+        duration=5.0,
+        fault_after=1.5,
+        timeout=[2, 10],
+        plain=True,
+        env={"AZGUARD_AUTO": "1"},
+    )
+    assert guarded["fault"]["flows"] >= 1
+    assert guarded["failed"] == 0, guarded["errors"]
+    assert guarded["counts"].get("blackhole", 0) >= 1, "the guard was not active"
