@@ -18,8 +18,9 @@ from urllib3.util.retry import Retry
 
 from ._breaker import BreakerKey, guarded_send
 from ._config import GuardConfig
-from ._errors import ConfigError
+from ._errors import BlackHoleError, ConfigError
 from ._keepalive import HOST_CONSTANTS, HOST_KIND, SocketOption, socket_options
+from ._policy import iter_chain
 from ._pool import AzPoolManager, AzProxyManager, preload_scope
 from ._prometheus import enable_from_config as enable_metrics_from_config
 from ._retry import AzRetry
@@ -175,11 +176,11 @@ class AzGuardAdapter(HTTPAdapter):
         proxies: Optional[Mapping[str, str]],
     ) -> requests.Response:
         """One request through urllib3, including its transparent retries."""
-        if stream:
-            return super().send(
-                request, stream=True, timeout=timeout, verify=verify, cert=cert, proxies=proxies
-            )
         try:
+            if stream:
+                return super().send(
+                    request, stream=True, timeout=timeout, verify=verify, cert=cert, proxies=proxies
+                )
             with preload_scope():
                 response = super().send(
                     request,
@@ -189,8 +190,11 @@ class AzGuardAdapter(HTTPAdapter):
                     cert=cert,
                     proxies=proxies,
                 )
-        except requests.ConnectionError as exc:
-            raise _as_body_error(exc, request) from exc
+        except requests.RequestException as exc:
+            mapped = _as_guard_error(exc, request)
+            if mapped is exc:
+                raise
+            raise mapped from exc
         except DecodeError as exc:
             # What requests raises when it decodes a body itself.
             raise requests.exceptions.ContentDecodingError(exc, request=request) from exc
@@ -202,13 +206,21 @@ class AzGuardAdapter(HTTPAdapter):
         return response
 
 
-def _as_body_error(exc: requests.ConnectionError, request: requests.PreparedRequest) -> Exception:
-    """The error requests itself raises when the body read fails after send().
+def _as_guard_error(exc: requests.RequestException, request: requests.PreparedRequest) -> Exception:
+    """The error to surface for a failure the retries did not recover.
 
-    The body is read inside send() so that urllib3 can retry it; a failure
-    that is not retried must still surface as requests reports it: a broken
-    body is ``ChunkedEncodingError``, a read timeout mid-body a ``ConnectionError``.
+    A flow judged black-holed is ``BlackHoleError`` (both a ``ConnectionError``
+    and a ``Timeout``, like requests' ``ConnectTimeout``, so either ``except``
+    still catches it).  The body is read inside send() so that urllib3 can
+    retry it; a failure that is not retried must still surface as requests
+    reports it: a broken body is ``ChunkedEncodingError``.
     """
+    if any(getattr(e, "azguard_blackhole", False) for e in iter_chain(exc)):
+        return BlackHoleError(
+            f"black-holed flow: the peer's TCP stopped answering ({exc})", request=request
+        )
+    if not isinstance(exc, requests.ConnectionError):
+        return exc
     reason = exc.args[0] if exc.args else None
     if isinstance(reason, MaxRetryError):
         reason = reason.reason

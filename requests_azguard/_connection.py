@@ -10,7 +10,6 @@ request is in flight its socket carries tight watchdog options (see
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from typing import Any, List, Optional, Tuple
@@ -178,9 +177,9 @@ class GuardedConnection:
         rto = self.azguard_base_rto
         if rto is None or RTO_FACTOR * rto <= ack_timeout:
             return ack_timeout
-        # Rounded up to 100 ms so that the option lists computed for it are
+        # Rounded to 100 ms so that the option lists computed for it are
         # reused while the smoothed RTT wanders a little.
-        return math.ceil(RTO_FACTOR * rto * 10) / 10
+        return max(ack_timeout, round(RTO_FACTOR * rto, 1))
 
     def azguard_put_back(self) -> None:
         """Called as the connection returns to the pool."""

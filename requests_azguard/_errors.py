@@ -43,5 +43,9 @@ class CircuitOpenError(AzGuardError, requests.exceptions.ConnectionError):
         super().__init__(message, *args[1:], **kwargs)
 
 
-class BlackHoleError(AzGuardError, requests.exceptions.ConnectionError):
-    """A connection was judged black-holed: the peer's TCP stopped answering."""
+class BlackHoleError(
+    AzGuardError, requests.exceptions.ConnectionError, requests.exceptions.Timeout
+):
+    """A flow was judged black-holed (the peer's TCP stopped answering) and the
+    request could not be replayed safely.  Like requests' ``ConnectTimeout`` it
+    is both a ``ConnectionError`` and a ``Timeout``."""

@@ -11,7 +11,8 @@ Why the rows are what they are:
 
 * A flow whose path died (``ETIMEDOUT`` from keepalive or ``TCP_USER_TIMEOUT``,
   ``EINVAL`` after a NIC hot-migration, a black-hole verdict, unreachable
-  routes) says the same about every older flow to that peer: *condemn*.
+  routes) says the same about every older flow to that peer: *condemn*.  It
+  says nothing about the host, so it does not count for the breaker.
 * A reset or close (``ECONNRESET``, ``EPIPE``, peer closed before answering,
   TLS EOF) is usually about one connection (idle close races, max requests
   per connection): evict it and retry on a fresh one, keep its siblings.
@@ -56,7 +57,9 @@ class Decision(NamedTuple):
     timeout: bool = False  # counts toward the consecutive-timeouts signal
 
 
-_DEAD_FLOW = Decision(evict=True, condemn=True, retry=True, breaker=True)
+# A flow the path killed says nothing about the host (new flows work after a
+# migration); the replay on a fresh connection, or its failure, does.
+_DEAD_FLOW = Decision(evict=True, condemn=True, retry=True)
 _ONE_CONN = Decision(evict=True, retry=True, breaker=True)
 _NO_ROUTE = Decision(evict=True, condemn=True, breaker=True, fail_fast=True)
 _CANNOT_CONNECT = Decision(breaker=True, fail_fast=True)

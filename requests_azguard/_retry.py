@@ -16,7 +16,6 @@ nothing of it was sent yet.  A POST is never sent twice unless the user opts in.
 
 from __future__ import annotations
 
-import logging
 import time
 from types import TracebackType
 from typing import Any, Final, NamedTuple, Optional
@@ -28,11 +27,11 @@ from ._condemn import condemn
 from ._config import RETRY_NON_IDEMPOTENT_MODES
 from ._errors import ConfigError
 from ._instrument import hooks
+from ._log import log_decision
 from ._policy import Classified, Decision, classify, decision_for
+from ._tcpinfo import read_vitals
 
 __all__ = ["AzRetry", "ReplayFacts", "replay_reason"]
-
-log = logging.getLogger("requests_azguard")
 
 IDEMPOTENCY_HEADERS: Final = ("idempotency-key", "x-idempotency-key")
 
@@ -137,24 +136,18 @@ class AzRetry(Retry):
         conn = attempt() if attempt is not None else None
         classified = classify(error)
         if conn is not None:
-            classified = _act_on_failure(conn, classified)
+            classified = _act_on_failure(conn, classified, error)
         facts = _replay_facts(self, method, conn)
         reason = replay_reason(classified.decision, facts, self.azguard_mode)
-        log.info(
-            "azguard decision: %s %s failed with %s (%s): %s",
-            method,
-            getattr(conn, "azguard_host_label", url),
-            classified.errno_name or classified.kind,
-            classified.kind,
-            f"retry ({reason})" if reason else "no retry",
-            extra={
-                "azguard_host": getattr(conn, "azguard_host_label", None),
-                "azguard_peer": getattr(conn, "azguard_peer", None),
-                "azguard_errno": classified.errno_name,
-                "azguard_kind": classified.kind,
-                "azguard_method": method,
-                "azguard_decision": reason or "fail",
-            },
+        host = getattr(conn, "azguard_host_label", None) or str(url)
+        log_decision(
+            "retry" if reason else "error",
+            host=host,
+            reason=reason or classified.kind,
+            peer=getattr(conn, "azguard_peer", None),
+            errno=classified.errno_name,
+            method=method,
+            failure=classified.kind,
         )
         if reason is None:
             if self._urllib3_refuses(method, error):
@@ -192,14 +185,16 @@ def _replay_facts(retry: AzRetry, method: Optional[str], conn: Any) -> ReplayFac
     )
 
 
-def _act_on_failure(conn: Any, classified: Classified) -> Classified:
-    """Report, condemn; urllib3 closes the failed connection itself."""
+def _act_on_failure(conn: Any, classified: Classified, error: Exception) -> Classified:
+    """Judge, report and condemn; urllib3 closes the failed connection itself."""
     host = conn.azguard_host_label
-    if classified.kind == "ETIMEDOUT" and conn.azguard_tightened:
-        # The kernel gave up on unacknowledged data or unanswered probes
-        # within the in-flight bounds the watchdog set: a black-holed flow.
+    if _is_blackhole(conn, classified):
         classified = Classified("blackhole", classified.errno_name, decision_for("blackhole"))
+        # Marked on the error so that classify() says so wherever it travels
+        # (the breaker, the adapter raising BlackHoleError).
+        error.azguard_blackhole = True  # type: ignore[attr-defined]
         hooks().blackhole(host)
+        log_decision("blackhole", host=host, peer=conn.azguard_peer, errno=classified.errno_name)
     instrumentation = hooks()
     instrumentation.error(host, classified.errno_name or classified.kind)
     if classified.decision.evict and conn.sock is not None:
@@ -207,4 +202,22 @@ def _act_on_failure(conn: Any, classified: Classified) -> Classified:
     if classified.decision.condemn and conn.azguard_peer is not None:
         condemn(conn.azguard_peer, time.monotonic())
         instrumentation.condemned(host, 1)
+        log_decision("condemn", host=host, peer=conn.azguard_peer, reason=classified.kind)
     return classified
+
+
+def _is_blackhole(conn: Any, classified: Classified) -> bool:
+    """Did the path under this flow die, rather than the server go quiet?"""
+    if classified.kind == "ETIMEDOUT" and conn.azguard_tightened:
+        # The kernel gave up on unacknowledged data or unanswered probes
+        # within the in-flight bounds the watchdog set.
+        return True
+    if classified.kind == "read_timeout" and conn.sock is not None:
+        # The caller's read timeout fired first (a request that could not be
+        # replayed keeps the generous bounds).  The socket is still open:
+        # if our own bytes are unacknowledged or probes unanswered, the peer's
+        # TCP is gone, which a slow server's TCP never is.
+        vitals = read_vitals(conn.azguard_raw)
+        if vitals is not None and (vitals.unacked > 0 or vitals.probes > 0):
+            return True
+    return False

@@ -47,7 +47,8 @@ def test_migration_while_idle() -> None:
     r = run_scenario(
         scenario="idle", threads=4, idle_wait=4.0, requests=20, config=config, keep_results=True
     )
-    assert r["fault"]["flows"] == 4
+    # Four concurrent requests fill the pool with up to four connections.
+    assert 1 <= r["fault"]["flows"] <= 4
     assert r["failed"] == 0, r["errors"]
     after = [x for x in r["results"] if x["start"] >= r["fault"]["resume"]]
     first = min(after, key=lambda x: x["start"])
@@ -119,3 +120,19 @@ def test_legacy_script_survives_migration_with_autostart_only() -> None:
     assert guarded["fault"]["flows"] >= 1
     assert guarded["failed"] == 0, guarded["errors"]
     assert guarded["counts"].get("blackhole", 0) >= 1, "the guard was not active"
+
+
+def test_post_into_a_black_holed_flow_is_not_replayed_and_says_so() -> None:
+    """The bytes were written: the POST is not replayed (it is not delivered
+    either), it surfaces as BlackHoleError (a ConnectionError and a Timeout),
+    the flow's death does not open the host's breaker, and the next request
+    goes out on a fresh connection."""
+    r = run_scenario(scenario="post", timeout=[2, 3])
+    fault = r["fault"]
+    assert fault["flows"] == 1
+    assert fault["post"] == "BlackHoleError"
+    assert fault["post_is_connection_error"] and fault["post_is_timeout"]
+    assert fault["delivered_p1"] == 0
+    assert fault["breaker_states"] == ["closed"]
+    assert r["failed"] == 0, r["errors"]  # the request after it
+    assert r["counts"].get("blackhole") == 1

@@ -11,6 +11,7 @@ Scenarios:
   loss     - random packet loss on the server port during sequential GETs
   slow     - the server acknowledges and answers only after a delay
   midbody  - the first response stops mid-body and its flow is black-holed
+  post     - a POST is written into a flow that was black-holed while idle
 """
 
 from __future__ import annotations
@@ -175,6 +176,27 @@ def main(params: Dict[str, Any]) -> Dict[str, Any]:
         fault_time["t"] = time.monotonic() - t0
         fault_time["flows"] = _netns.blackhole_port(server.port)
         worker_thread.join()
+    elif scenario == "post":
+        # Warm a pooled connection, black-hole it, then POST into it.
+        session.post(url, data=b"warm", timeout=timeout)
+        fault_time["t"] = time.monotonic() - t0
+        fault_time["flows"] = _netns.blackhole_port(server.port)
+        start = time.monotonic()
+        try:
+            session.post(url, data=b"payload", headers={"X-Request-Id": "p1"}, timeout=timeout)
+            fault_time["post"] = "ok"
+        except Exception as exc:
+            fault_time["post"] = type(exc).__name__
+            fault_time["post_is_connection_error"] = isinstance(exc, requests.ConnectionError)
+            fault_time["post_is_timeout"] = isinstance(exc, requests.Timeout)
+        fault_time["post_s"] = time.monotonic() - start
+        fault_time["delivered_p1"] = sum(
+            1 for q in server.requests if q.headers.get("x-request-id") == "p1"
+        )
+        one()  # the next request goes out on a fresh connection
+        from requests_azguard._breaker import registry
+
+        fault_time["breaker_states"] = sorted({b.state for b in registry().breakers()})
     elif scenario == "slow":
         for _ in range(int(params.get("requests", 2))):
             one()
