@@ -133,6 +133,21 @@ def median_ratio(guarded: Sequence[float], plain: Sequence[float]) -> float:
     return statistics.median(g / p for g, p in zip(guarded, plain))
 
 
+def median_ci(
+    ratios: Sequence[float], level: float = 0.95, rounds: int = 2000
+) -> Tuple[float, float]:
+    """A bootstrap confidence interval of the median ratio (fixed seed: the
+    same blocks always give the same interval)."""
+    import random
+
+    rng = random.Random(0)
+    values = list(ratios)
+    medians = sorted(statistics.median(rng.choice(values) for _ in values) for _ in range(rounds))
+    lo = medians[int((1 - level) / 2 * rounds)]
+    hi = medians[int((1 + level) / 2 * rounds) - 1]
+    return lo, hi
+
+
 def fmt_ratio(ratio: float) -> str:
     return f"{ratio:.3f}x"
 

@@ -41,6 +41,11 @@ def main() -> None:
         response = session.get(url, timeout=5)
     print(f"GET {url} -> {response.status_code} {response.text.strip()!r}")
 
+    # A busy connection keeps the in-flight watchdog's tight options until it
+    # has been idle for half a second; relax it now to show the at-rest ones.
+    from requests_azguard import _watchdog
+
+    _watchdog.relax_all()
     adapter = session.get_adapter(url)
     manager = adapter.poolmanager
     # RecentlyUsedContainer refuses plain iteration; keys() is its snapshot.

@@ -40,6 +40,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import re
 import threading
 import time
 from datetime import datetime, timezone
@@ -101,6 +102,8 @@ DEFAULT_REATTACH_INTERVAL: Final = 2.0
 BreakerKey = Callable[[requests.PreparedRequest], str]
 
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+# scheme://authority: everything before the path, query or fragment.
+_ORIGIN: Final = re.compile(r"(?:[^:/?#]+:)?(?://)?[^/?#]*")
 
 
 @functools.lru_cache(maxsize=1024)
@@ -125,15 +128,8 @@ def breaker_key(request: requests.PreparedRequest) -> str:
     Lower-cased, default port filled in, user info dropped.  Behind a proxy
     ``request.url`` is still the target's URL, so the target is guarded.
     """
-    url = request.url or ""
-    start = url.find("//")
-    start = start + 2 if start >= 0 else 0
-    end = len(url)
-    for sep in "/?#":
-        i = url.find(sep, start)
-        if 0 <= i < end:
-            end = i
-    return _origin_key(url[:end])
+    match = _ORIGIN.match(request.url or "")
+    return _origin_key(match.group(0) if match else "")
 
 
 class BreakerSettings(NamedTuple):
@@ -673,7 +669,7 @@ def guarded_send(
     Open breaker: ``fallback(request, error)`` if given, else a synthetic
     ``config.fallback_status`` response, else :class:`CircuitOpenError`.
     """
-    reg = _registry or registry()
+    reg = _registry if _registry is not None else registry()
     name = (key or breaker_key)(request)
     if not isinstance(name, str):
         raise ConfigError("breaker key", name, "a str returned by the breaker key function")

@@ -16,6 +16,7 @@ from typing import Any, List, Optional, Tuple
 
 from urllib3.connection import HTTPConnection, HTTPSConnection
 
+from . import _watchdog
 from ._config import GuardConfig
 from ._instrument import NoopInstrumentation, hooks
 from ._keepalive import HOST_CONSTANTS, HOST_KIND, SocketOption, windows_keepalive_vals
@@ -187,6 +188,13 @@ class GuardedConnection:
         if self.sock is None:
             # Closed on purpose (e.g. "Connection: close"): no flow to judge.
             self.azguard_opened_at = None
+            self.azguard_restore = None
+        elif self.azguard_restore is not None:
+            # Left tight for the next request; relaxed if it stays idle.
+            _watchdog.park(self)
+
+    def azguard_relax(self) -> None:
+        """Put the generous options back (tight ones are for requests in flight)."""
         restore = self.azguard_restore
         if restore is not None:
             self.azguard_restore = None
@@ -196,10 +204,13 @@ class GuardedConnection:
     def azguard_tighten(self, tighten: List[SocketOption], restore: List[SocketOption]) -> None:
         """Put the in-flight options on now, or before the first byte of a
         connection that is not open yet."""
-        if self.azguard_restore is not None:
-            return  # already tight
         if self.sock is None:
+            # Not connected yet (or closed since): the options go on the new
+            # socket before its first byte; nothing is tight any more.
+            self.azguard_restore = None
             self.azguard_pending_inflight = (tighten, restore)
+        elif self.azguard_restore is not None:
+            return  # still tight from the previous request
         elif _apply(self.azguard_raw, tighten):
             self.azguard_restore = restore
 

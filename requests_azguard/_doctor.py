@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 import requests
 
+from . import _watchdog
 from ._adapter import AzGuardAdapter
 from ._config import GuardConfig, parse_duration
 from ._errors import ConfigError
@@ -366,6 +367,9 @@ def diagnose(
         # while a response is awaited).  A closed connection keeps the first read.
         idle_sock = getattr(conn, "sock", None)
         if idle_sock is not None:
+            # The watchdog leaves a busy connection tight for its next
+            # request and relaxes it after a short idle time: do that now.
+            _watchdog.relax_all()
             idle = _inspect(conn, idle_sock, config)
             in_flight = report["socket_options"]
             if idle["socket_options"] is not None:

@@ -19,6 +19,7 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.poolmanager import PoolManager, ProxyManager
 from urllib3.util.retry import Retry
 
+from . import _watchdog
 from ._config import GuardConfig
 from ._connection import AzHTTPConnection, AzHTTPSConnection, GuardedConnection
 from ._instrument import NoopInstrumentation, hooks
@@ -127,6 +128,8 @@ class GuardedPool:
                 reason = "peer_closed"
                 conn.azguard_opened_at = None
         conn.azguard_evicted_reason = None
+        if conn.azguard_restore is not None:
+            _watchdog.claim(conn)
         conn.azguard_begin_request()
         self._azguard_tls().conn = conn
         instrumentation = hooks()
@@ -191,7 +194,11 @@ class GuardedPool:
         # verdict; for the others the generous kernel timeout stands, since a
         # verdict could only turn a slow answer into a lost one.
         if ack_timeout is None or not body_ok or not (idempotent or keyed or mode == "always"):
+            if conn.azguard_restore is not None:
+                conn.azguard_relax()  # still tight from a replayable request
             return
+        if conn.azguard_restore is not None and conn.sock is not None:
+            return  # still tight from the previous request on this connection
         user_timeout = conn.azguard_inflight_user_timeout(ack_timeout)
         cached = conn.azguard_inflight_cache
         if cached is None or cached[0] != user_timeout:
