@@ -14,7 +14,7 @@ the pool still tight and is relaxed later:
   before the tight keepalive idle (1 s) would send its first probe.
 
 The janitor is one daemon thread, started when the first tight connection is
-parked and gone again when none is left.  It holds its lock while it
+parked and gone again after a few quiet seconds with none.  It holds its lock while it
 restores options, which are local syscalls (never network I/O), so that a
 request thread claiming the connection meanwhile either finds it tight and
 claimed before the janitor saw it, or relaxed.
@@ -41,9 +41,10 @@ _fork_hook_registered = False
 
 def park(conn: Any) -> None:
     """``conn`` went back to the pool with tight options."""
-    global _thread, _fork_hook_registered
+    global _thread, _fork_hook_registered, _parks
     with _lock:
         _parked[id(conn)] = conn
+        _parks += 1
         if _thread is None:
             if not _fork_hook_registered:
                 # A forked child has the parked connections but not the thread.
@@ -86,13 +87,24 @@ def relax_all() -> int:
     return relax_due(float("inf"))
 
 
+# Sweeps with nothing parked before the thread ends.  A busy pool is parked
+# only between requests, so an empty sweep is common; ending at the first one
+# would start a new thread every few sweeps, and Thread.start() blocks the
+# request thread until the new one runs.
+_QUIET_SWEEPS: Final = 20
+_parks = 0
+
+
 def _run() -> None:
-    global _thread
+    global _thread, _parks
+    quiet = 0
     while True:
         time.sleep(RELAX_AFTER / 2)
         relax_due(time.monotonic())
         with _lock:
-            if not _parked:
+            quiet = 0 if (_parked or _parks) else quiet + 1
+            _parks = 0
+            if quiet >= _QUIET_SWEEPS:
                 _thread = None
                 return
 
