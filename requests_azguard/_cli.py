@@ -59,4 +59,15 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def console_main() -> None:
-    sys.exit(main())
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # `azguard env --json | head`: the reader left; that is not an error
+        # worth a traceback.  Point stdout at devnull so the interpreter's
+        # own flush at exit does not raise again.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 141  # 128 + SIGPIPE, as a shell reports it
+    sys.exit(code)

@@ -123,3 +123,25 @@ def test_good_environment_in_a_subprocess() -> None:
     data = json.loads(proc.stdout)
     assert data["AZGUARD_KEEPALIVE_IDLE"]["value"] == 45.0
     assert data["AZGUARD_KEEPALIVE_IDLE"]["source"] == "AZGUARD_KEEPALIVE_IDLE"
+
+
+def test_a_reader_that_leaves_early_gets_no_traceback() -> None:
+    """`azguard env --json | head`: the reader is gone before the output is."""
+    import os
+    import subprocess
+    import sys
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # every write of the child now fails with EPIPE
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", "from requests_azguard._cli import console_main; console_main()",
+             "env", "--json"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            timeout=60,
+        )  # fmt: skip
+    finally:
+        os.close(write_end)
+    assert b"Traceback" not in proc.stderr, proc.stderr
+    assert proc.returncode == 141
