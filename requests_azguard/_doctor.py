@@ -512,6 +512,8 @@ def _render(report: Dict[str, Any]) -> str:
             f"unacked {tcp['unacked']}, probes {tcp['probes']}"
         )
         add(f"  base rto {_ms(report['base_rto_s'])}, health {report['health']}")
+    elif sys.platform.startswith("linux"):
+        add("  n/a (no live socket: the server closed the connection)")
     else:
         add("  n/a (Linux only)")
     add("kernel")
