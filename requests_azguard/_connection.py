@@ -91,6 +91,18 @@ class GuardedConnection:
 
     sock: Any
 
+    # -- urllib3's hooks (the mixin comes first in both connection classes) -----
+
+    def connect(self) -> None:
+        start = time.monotonic()
+        super().connect()  # type: ignore[misc]
+        self.azguard_after_connect(time.monotonic() - start)
+
+    def send(self, data: Any) -> None:
+        if not self._azguard_send(data):
+            self.azguard_uncounted = True
+            super().send(data)  # type: ignore[misc]
+
     # -- connect ---------------------------------------------------------------
 
     def azguard_after_connect(self, connect_seconds: float) -> None:
@@ -239,7 +251,7 @@ class GuardedConnection:
                 return False  # http.client raises NotConnected
             # http.client connects lazily on the first send (urllib3 2.x
             # relies on it for plain HTTP); connecting here keeps the count.
-            self.connect()  # type: ignore[attr-defined]
+            self.connect()
             sock = self.sock
         if self.azguard_pending_inflight is not None:
             self._azguard_before_first_byte()
@@ -261,26 +273,6 @@ class GuardedConnection:
 class AzHTTPConnection(GuardedConnection, HTTPConnection):
     """HTTP connection that records the guard's facts."""
 
-    def connect(self) -> None:
-        start = time.monotonic()
-        super().connect()
-        self.azguard_after_connect(time.monotonic() - start)
-
-    def send(self, data: Any) -> None:
-        if not self._azguard_send(data):
-            self.azguard_uncounted = True
-            super().send(data)
-
 
 class AzHTTPSConnection(GuardedConnection, HTTPSConnection):
     """HTTPS connection that records the guard's facts."""
-
-    def connect(self) -> None:
-        start = time.monotonic()
-        super().connect()
-        self.azguard_after_connect(time.monotonic() - start)
-
-    def send(self, data: Any) -> None:
-        if not self._azguard_send(data):
-            self.azguard_uncounted = True
-            super().send(data)
