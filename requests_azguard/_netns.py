@@ -24,6 +24,7 @@ __all__ = [
     "add_random_loss",
     "blackhole_port",
     "clear_random_loss",
+    "drop_port",
     "enter_private_netns",
     "unavailable_reason",
 ]
@@ -128,6 +129,11 @@ def add_random_loss(port: int, percent: int) -> None:
             *match.split(), "numgen", "random", "mod", "100", "<", str(int(percent)),
             "counter", "drop",
         )  # fmt: skip
+
+
+def drop_port(port: int) -> None:
+    """Drop every packet to ``port``, new flows included: a host that vanished."""
+    _run("nft", "add", "rule", "inet", _TABLE, "input", "tcp", "dport", str(int(port)), "drop")
 
 
 def clear_random_loss() -> None:

@@ -136,3 +136,15 @@ def test_post_into_a_black_holed_flow_is_not_replayed_and_says_so() -> None:
     assert fault["breaker_states"] == ["closed"]
     assert r["failed"] == 0, r["errors"]  # the request after it
     assert r["counts"].get("blackhole") == 1
+
+
+def test_black_holed_host_opens_the_breaker_and_later_requests_touch_no_socket() -> None:
+    """Every packet to the host is dropped (new flows too): two connect timeouts
+    (AZGUARD_TIMEOUT_FAIL_FAST) open its breaker, and 1,000 further requests
+    fail with CircuitOpenError without creating or connecting a socket.  Their
+    latency is reported by the scenario, not asserted (no timing thresholds)."""
+    r = run_scenario(scenario="deadhost", timeout=[0.3, 1])
+    fault = r["fault"]
+    assert fault["tripping"].get("ConnectTimeout") == 2, fault
+    assert fault["open_errors"] == 1000
+    assert fault["sockets_touched"] == 0

@@ -12,6 +12,8 @@ Scenarios:
   slow     - the server acknowledges and answers only after a delay
   midbody  - the first response stops mid-body and its flow is black-holed
   post     - a POST is written into a flow that was black-holed while idle
+  deadhost - every packet to the server port is dropped (a host that vanished):
+             the breaker opens and later requests fail fast without a socket
 """
 
 from __future__ import annotations
@@ -197,6 +199,38 @@ def main(params: Dict[str, Any]) -> Dict[str, Any]:
         from requests_azguard._breaker import registry
 
         fault_time["breaker_states"] = sorted({b.state for b in registry().breakers()})
+    elif scenario == "deadhost":
+        from requests_azguard import CircuitOpenError
+
+        _netns.drop_port(server.port)
+        outcomes: Dict[str, int] = {}
+        for _ in range(int(params.get("tripping", 4))):
+            try:
+                session.get(url, timeout=timeout)
+                key = "ok"
+            except Exception as exc:  # the outcome is the result
+                key = type(exc).__name__
+            outcomes[key] = outcomes.get(key, 0) + 1
+        fault_time["tripping"] = outcomes
+        created = []
+
+        def audit(event: str, args: Any) -> None:
+            if event in ("socket.__new__", "socket.connect"):
+                created.append(event)
+
+        sys.addaudithook(audit)
+        latencies = []
+        open_errors = 0
+        for _ in range(int(params.get("fast", 1000))):
+            start = time.perf_counter()
+            try:
+                session.get(url, timeout=timeout)
+            except CircuitOpenError:
+                open_errors += 1
+            latencies.append(time.perf_counter() - start)
+        fault_time["open_errors"] = open_errors
+        fault_time["fast_p99_s"] = percentile(latencies, 0.99)
+        fault_time["sockets_touched"] = len(created)
     elif scenario == "slow":
         for _ in range(int(params.get("requests", 2))):
             one()
