@@ -21,7 +21,6 @@ from typing import Dict, FrozenSet, Iterator, List, Set, Tuple
 
 import pytest
 import requests
-import urllib3
 
 import requests_azguard
 from requests_azguard import GuardConfig
@@ -40,11 +39,8 @@ from requests_azguard._prometheus import (  # noqa: E402
     serve_metrics,
 )
 
-URLLIB3_1 = urllib3.__version__.startswith("1.")
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGE = ROOT / "requests_azguard"
 EXAMPLES = ROOT / "examples"
-OWN_MODULES = {"_instrument.py", "_prometheus.py", "_log.py"}
 
 Samples = Dict[Tuple[str, FrozenSet[Tuple[str, str]]], float]
 
