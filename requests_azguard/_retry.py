@@ -62,16 +62,18 @@ def replay_reason(decision: Decision, facts: ReplayFacts, mode: str) -> Optional
     return None
 
 
+def _check_mode(mode: str) -> None:
+    if mode not in RETRY_NON_IDEMPOTENT_MODES:
+        raise ConfigError(
+            "retry_non_idempotent", mode, "one of " + ", ".join(RETRY_NON_IDEMPOTENT_MODES)
+        )
+
+
 class AzRetry(Retry):
     """A ``Retry`` that knows the guard's replay rules (see module docstring)."""
 
     def __init__(self, *args: Any, azguard_mode: str = "unsent", **kwargs: Any) -> None:
-        if azguard_mode not in RETRY_NON_IDEMPOTENT_MODES:
-            raise ConfigError(
-                "retry_non_idempotent",
-                azguard_mode,
-                "one of " + ", ".join(RETRY_NON_IDEMPOTENT_MODES),
-            )
+        _check_mode(azguard_mode)
         super().__init__(*args, **kwargs)
         self.azguard_mode = azguard_mode
         self._azguard_force = False
@@ -81,12 +83,9 @@ class AzRetry(Retry):
         """An ``AzRetry`` with every setting of ``retry`` (any urllib3 line)."""
         if isinstance(retry, AzRetry) and retry.azguard_mode == mode:
             return retry
+        _check_mode(mode)
         wrapped = cls.__new__(cls)
         wrapped.__dict__.update(vars(retry))
-        if mode not in RETRY_NON_IDEMPOTENT_MODES:
-            raise ConfigError(
-                "retry_non_idempotent", mode, "one of " + ", ".join(RETRY_NON_IDEMPOTENT_MODES)
-            )
         wrapped.azguard_mode = mode
         wrapped._azguard_force = False
         return wrapped
