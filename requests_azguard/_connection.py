@@ -21,11 +21,9 @@ from ._config import GuardConfig
 from ._instrument import NoopInstrumentation, hooks
 from ._keepalive import HOST_CONSTANTS, HOST_KIND, SocketOption, windows_keepalive_vals
 from ._tcpinfo import base_rto, grade, raw_socket, read_vitals
-from ._validation import gather, reuse_verdict
+from ._validation import Peer, gather, peer_of, reuse_verdict
 
 __all__ = ["AzHTTPConnection", "AzHTTPSConnection", "GuardedConnection"]
-
-Peer = Tuple[Any, ...]
 
 # How many base RTOs the request may stay unacknowledged before the verdict:
 # the original, a tail-loss probe and two RTO retransmissions (at 1x and 3x)
@@ -33,14 +31,6 @@ Peer = Tuple[Any, ...]
 # The kernel acts on the first retransmission timer past the deadline, about
 # one minimum RTO (200 ms) later.
 RTO_FACTOR = 3.0
-
-
-def peer_of(sock: Any) -> Optional[Peer]:
-    """``getpeername()`` of the TCP socket under ``sock``, or None if gone."""
-    try:
-        return tuple(raw_socket(sock).getpeername())
-    except (OSError, AttributeError, ValueError):
-        return None
 
 
 def _apply(raw: Any, options: List[SocketOption]) -> bool:

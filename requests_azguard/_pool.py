@@ -92,12 +92,9 @@ class GuardedPool:
         # for AzRetry.increment, which urllib3 calls without the connection.
         self._azguard_local = threading.local()
 
-    def _azguard_tls(self) -> Any:
-        return self._azguard_local
-
     def azguard_attempt(self) -> Optional[GuardedConnection]:
         """The connection this thread's current attempt is using (for AzRetry)."""
-        return getattr(self._azguard_tls(), "conn", None)
+        return getattr(self._azguard_local, "conn", None)
 
     def _new_conn(self) -> Any:
         conn = super()._new_conn()  # type: ignore[misc]
@@ -131,7 +128,7 @@ class GuardedPool:
         if conn.azguard_restore is not None:
             _watchdog.claim(conn)
         conn.azguard_begin_request()
-        self._azguard_tls().conn = conn
+        self._azguard_local.conn = conn
         instrumentation = hooks()
         if type(instrumentation) is not NoopInstrumentation:
             if reason is not None:
@@ -143,7 +140,7 @@ class GuardedPool:
     def _put_conn(self, conn: Any) -> None:
         if isinstance(conn, GuardedConnection):
             conn.azguard_put_back()
-            tls = self._azguard_tls()
+            tls = self._azguard_local
             if getattr(tls, "conn", None) is conn:
                 tls.conn = None
         super()._put_conn(conn)  # type: ignore[misc]
@@ -154,7 +151,7 @@ class GuardedPool:
             kwargs["decode_content"] = True
         if not _MAKE_REQUEST_GETS_RETRIES:
             # urllib3 1.26 does not hand the Retry to _make_request.
-            self._azguard_tls().retries = kwargs.get("retries", args[2] if len(args) > 2 else None)
+            self._azguard_local.retries = kwargs.get("retries", args[2] if len(args) > 2 else None)
         return super().urlopen(method, url, *args, **kwargs)  # type: ignore[misc]
 
     def _make_request(self, conn: Any, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
@@ -163,7 +160,7 @@ class GuardedPool:
             if _MAKE_REQUEST_GETS_RETRIES:
                 retries = kwargs.get("retries")
             else:
-                retries = getattr(self._azguard_tls(), "retries", None)
+                retries = getattr(self._azguard_local, "retries", None)
             self._azguard_prepare(
                 conn, config, method, kwargs.get("body"), kwargs.get("headers"), retries
             )

@@ -110,9 +110,7 @@ class AzRetry(Retry):
         if self._is_connection_error(error):
             return self.connect is False
         if self._is_read_error(error):
-            return (
-                self.read is False or method is None or not Retry._is_method_retryable(self, method)
-            )
+            return self.read is False or method is None or not self.azguard_idempotent(method)
         return False
 
     def _is_method_retryable(self, method: str) -> bool:
@@ -171,7 +169,7 @@ class AzRetry(Retry):
 
 
 def _replay_facts(retry: AzRetry, method: Optional[str], conn: Any) -> ReplayFacts:
-    idempotent = method is not None and Retry._is_method_retryable(retry, method)
+    idempotent = method is not None and retry.azguard_idempotent(method)
     if conn is None:
         # No guarded connection was involved (an error before one was taken):
         # only urllib3's own rule applies.

@@ -21,7 +21,15 @@ from ._config import GuardConfig
 from ._dns import default_cache
 from ._tcpinfo import ESTABLISHED, TcpVitals, raw_socket, read_vitals
 
-__all__ = ["DEEP_CHECK_AFTER", "REASONS", "ReuseFacts", "gather", "reuse_verdict"]
+__all__ = [
+    "DEEP_CHECK_AFTER",
+    "REASONS",
+    "Peer",
+    "ReuseFacts",
+    "gather",
+    "peer_of",
+    "reuse_verdict",
+]
 
 #: Idle seconds after which reuse also asks the kernel (TCP_INFO, peer
 #: address) and DNS: Linux's minimum RTO, the earliest a retransmission or an
@@ -47,8 +55,8 @@ class ReuseFacts(NamedTuple):
     idle_since: Optional[float]
     readable: bool  # the idle socket has something to read: EOF, RST or junk
     tcp: Optional[TcpVitals]  # None off Linux
-    peer_at_connect: Optional[Tuple[Any, ...]]
-    peer_now: Optional[Tuple[Any, ...]]
+    peer_at_connect: Optional[Peer]
+    peer_now: Optional[Peer]
     condemned_at: Optional[float]
     dns_addresses: Optional[FrozenSet[str]]  # None: not checked
 
@@ -84,6 +92,17 @@ def reuse_verdict(facts: ReuseFacts, now: float, config: GuardConfig) -> Optiona
     ):
         return "dns_drift"
     return None
+
+
+Peer = Tuple[Any, ...]
+
+
+def peer_of(sock: Any) -> Optional[Peer]:
+    """``getpeername()`` of the TCP socket under ``sock``, or None if gone."""
+    try:
+        return tuple(raw_socket(sock).getpeername())
+    except (OSError, AttributeError, ValueError):
+        return None
 
 
 def _readable(conn: Any, raw: Any) -> bool:
@@ -127,31 +146,20 @@ def gather(
         # busy pools (never idle long) are the ones a moved service hurts most.
         dns = default_cache.addresses(dns_host, dns_port, now, config.dns_recheck)
     idle_since = conn.azguard_idle_since
-    if idle_since is not None and now - idle_since < DEEP_CHECK_AFTER:
-        # Back from the pool sooner than one minimum RTO: its last response
-        # proved the flow alive, no probe or retransmission can have failed
-        # since, and a FIN or RST shows in the poll above.  Skipping the
-        # kernel queries here is what keeps a busy pool at plain speed.
-        return ReuseFacts(
-            opened_at=conn.azguard_opened_at if conn.azguard_opened_at is not None else now,
-            idle_since=idle_since,
-            readable=readable,
-            tcp=None,
-            peer_at_connect=peer_at_connect,
-            peer_now=peer_at_connect,
-            condemned_at=condemned_at(peer_at_connect) if peer_at_connect is not None else None,
-            dns_addresses=dns,
-        )
-    peer_now: Optional[Tuple[Any, ...]]
-    try:
-        peer_now = tuple(raw.getpeername())
-    except (OSError, AttributeError):
-        peer_now = None
+    tcp: Optional[TcpVitals] = None
+    peer_now = peer_at_connect
+    if idle_since is None or now - idle_since >= DEEP_CHECK_AFTER:
+        # Sooner than one minimum RTO after its last response, which proved
+        # the flow alive, no probe or retransmission can have failed and a
+        # FIN or RST shows in the poll above: skipping the kernel queries then
+        # is what keeps a busy pool at plain speed.
+        tcp = read_vitals(raw)
+        peer_now = peer_of(raw)
     return ReuseFacts(
         opened_at=conn.azguard_opened_at if conn.azguard_opened_at is not None else now,
-        idle_since=conn.azguard_idle_since,
+        idle_since=idle_since,
         readable=readable,
-        tcp=read_vitals(raw),
+        tcp=tcp,
         peer_at_connect=peer_at_connect,
         peer_now=peer_now,
         condemned_at=condemned_at(peer_at_connect) if peer_at_connect is not None else None,
