@@ -18,6 +18,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from typing import Callable, Iterator, List, Sequence, Tuple
 
@@ -126,6 +127,33 @@ def interleaved(
             p_vals.append(plain())
             g_vals.append(guarded())
     return g_vals, p_vals
+
+
+def threaded_rate(call: Callable[[], object], threads: int, seconds: float) -> float:
+    """``threads`` threads repeat ``call`` for ``seconds``; returns calls per second."""
+    counts = [0] * threads
+    errors: List[BaseException] = []
+    start = time.perf_counter()
+    deadline = start + seconds
+
+    def work(i: int) -> None:
+        n = 0
+        try:
+            while time.perf_counter() < deadline:
+                call()
+                n += 1
+        except BaseException as exc:
+            errors.append(exc)
+        counts[i] = n
+
+    workers = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    if errors:
+        raise RuntimeError(f"a request failed during the benchmark: {errors[0]!r}")
+    return sum(counts) / (time.perf_counter() - start)
 
 
 def median_ratio(guarded: Sequence[float], plain: Sequence[float]) -> float:

@@ -27,7 +27,6 @@ import socket
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from typing import Callable, Dict, List, Tuple
 
@@ -38,6 +37,9 @@ from requests.adapters import HTTPAdapter
 import requests_azguard
 from requests_azguard import CircuitOpenError, GuardConfig
 from requests_azguard._breaker import reset_breakers
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import threaded_rate
 
 THREADS = 4
 DELAY = 0.020
@@ -125,29 +127,7 @@ def sides() -> Dict[str, Callable[[str], object]]:
 
 
 def block(fn: Callable[[str], object], url: str, seconds: float) -> float:
-    counts = [0] * THREADS
-    errors: List[BaseException] = []
-    start = time.perf_counter()
-    deadline = start + seconds
-
-    def work(i: int) -> None:
-        n = 0
-        try:
-            while time.perf_counter() < deadline:
-                fn(url)
-                n += 1
-        except BaseException as exc:
-            errors.append(exc)
-        counts[i] = n
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(THREADS)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise RuntimeError(f"a request failed during the benchmark: {errors[0]!r}")
-    return sum(counts) / (time.perf_counter() - start)
+    return threaded_rate(lambda: fn(url), THREADS, seconds)
 
 
 def throughput(blocks: int, seconds: float) -> float:

@@ -14,14 +14,13 @@ from __future__ import annotations
 import os
 import statistics
 import sys
-import threading
 import time
-from typing import Callable, List
+from typing import Callable
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import requests
-from _common import interleaved, median_ci, median_ratio, print_header, servers
+from _common import interleaved, median_ci, median_ratio, print_header, servers, threaded_rate
 from requests.adapters import HTTPAdapter
 
 import requests_azguard
@@ -48,31 +47,11 @@ def guarded_session(threads: int) -> requests.Session:
 def rate(session: requests.Session, url: str, threads: int) -> Callable[[], float]:
     """A block: ``threads`` threads loop GETs for BLOCK_SECONDS; returns requests/s."""
 
+    def get() -> None:
+        session.get(url, timeout=10).content  # noqa: B018  (read the body, as a caller would)
+
     def block() -> float:
-        counts: List[int] = [0] * threads
-        errors: List[BaseException] = []
-        start = time.perf_counter()
-        deadline = start + BLOCK_SECONDS
-
-        def work(i: int) -> None:
-            n = 0
-            try:
-                while time.perf_counter() < deadline:
-                    r = session.get(url, timeout=10)
-                    r.content  # noqa: B018  (read the body, as a caller would)
-                    n += 1
-            except BaseException as exc:
-                errors.append(exc)
-            counts[i] = n
-
-        ts = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
-        for t in ts:
-            t.start()
-        for t in ts:
-            t.join()
-        if errors:
-            raise RuntimeError(f"a request failed during the benchmark: {errors[0]!r}")
-        return sum(counts) / (time.perf_counter() - start)
+        return threaded_rate(get, threads, BLOCK_SECONDS)
 
     return block
 
