@@ -137,10 +137,13 @@ def test_upstream_down_refuses_by_closing_the_client() -> None:
     probe.bind(("127.0.0.1", 0))
     dead = probe.getsockname()
     probe.close()
-    with FaultProxy(dead) as proxy, _connect(proxy) as s:
+    with FaultProxy(dead) as proxy:
         try:
-            assert s.recv(1) == b""
+            with _connect(proxy) as s:
+                assert s.recv(1) == b""
         except ConnectionResetError:
+            # The proxy's abort can reach the client before its connect()
+            # has returned (seen under load): the same refusal, just earlier.
             pass
         assert proxy.active == 0
 
