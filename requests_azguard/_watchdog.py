@@ -14,10 +14,11 @@ the pool still tight and is relaxed later:
   before the tight keepalive idle (1 s) would send its first probe.
 
 The janitor is one daemon thread, started when the first tight connection is
-parked and gone again after a few quiet seconds with none.  It holds its lock while it
-restores options, which are local syscalls (never network I/O), so that a
-request thread claiming the connection meanwhile either finds it tight and
-claimed before the janitor saw it, or relaxed.
+parked and gone again after a few quiet seconds with none.  Parking and
+claiming are single dict operations, atomic under the GIL, so requests take
+no lock; the janitor holds its lock while it restores options (local
+syscalls, never network I/O), and a request that finds its connection taken
+by the janitor waits on that lock, so it sees the connection relaxed.
 """
 
 from __future__ import annotations
@@ -41,24 +42,39 @@ _fork_hook_registered = False
 
 def park(conn: Any) -> None:
     """``conn`` went back to the pool with tight options."""
-    global _thread, _fork_hook_registered, _parks
+    global _parks
+    # One dict store and one flag, each atomic under the GIL: the request path
+    # takes no lock, which several threads would contend for on every request.
+    _parked[id(conn)] = conn
+    _parks = 1
+    if _thread is None:
+        _start_janitor()
+
+
+def _start_janitor() -> None:
+    global _thread, _fork_hook_registered
     with _lock:
-        _parked[id(conn)] = conn
-        _parks += 1
-        if _thread is None:
-            if not _fork_hook_registered:
-                # A forked child has the parked connections but not the thread.
-                os.register_at_fork(after_in_child=_forget_thread)
-                _fork_hook_registered = True
-            _thread = threading.Thread(target=_run, name="requests-azguard-relax", daemon=True)
-            _thread.start()
+        if _thread is not None:
+            return
+        if not _fork_hook_registered:
+            # A forked child has the parked connections but not the thread.
+            os.register_at_fork(after_in_child=_forget_thread)
+            _fork_hook_registered = True
+        _thread = threading.Thread(target=_run, name="requests-azguard-relax", daemon=True)
+        _thread.start()
 
 
 def claim(conn: Any) -> None:
-    """A request took ``conn`` from the pool: the janitor must not touch it now."""
-    if _parked:
+    """A request took ``conn`` from the pool: the janitor must not touch it now.
+
+    Whoever pops the connection from ``_parked`` owns it (dict.pop is atomic
+    under the GIL).  If the janitor popped it first, it is relaxing it under
+    ``_lock``: waiting on the lock means the request then sees it relaxed,
+    never relaxed under it mid-flight.
+    """
+    if _parked.pop(id(conn), None) is None:
         with _lock:
-            _parked.pop(id(conn), None)
+            pass
 
 
 def pending() -> List[Any]:
@@ -75,7 +91,8 @@ def relax_due(now: float) -> int:
             idle_since = conn.azguard_idle_since
             if idle_since is not None and now - idle_since < RELAX_AFTER:
                 continue
-            del _parked[key]
+            if _parked.pop(key, None) is None:
+                continue  # claimed by a request meanwhile: it owns it now
             conn.azguard_relax()
             relaxed += 1
     return relaxed
@@ -106,7 +123,11 @@ def _run() -> None:
             _parks = 0
             if quiet >= _QUIET_SWEEPS:
                 _thread = None
-                return
+                break
+    # A park() racing the decision to end may have seen this thread still
+    # set and started none: whatever it parked gets a new janitor.
+    if _parked:
+        _start_janitor()
 
 
 def _forget_thread() -> None:
