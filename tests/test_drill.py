@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Tuple
 import pytest
 import requests
 from conftest import need, need_root, need_tool
+from servers import wait_until
 
 from requests_azguard import GuardConfig, _drill, _netns
 from requests_azguard._drill import (
@@ -231,6 +232,9 @@ def test_server_echoes_the_target_and_counts_connections_per_side() -> None:
                 assert r.content == f"/{side}/{n}".encode()
             s.close()
         assert srv.connections_by_side == {"plain": 1, "guarded": 1}
+        # The server counts a response after sendall() returns, which can be
+        # after the client already read it: wait for its thread, not a time.
+        assert wait_until(lambda: srv.served == 6)
         assert srv.served == 6
 
 
