@@ -16,12 +16,12 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import DecodeError, MaxRetryError, ProtocolError
 from urllib3.util.retry import Retry
 
-from ._breaker import BreakerKey, guarded_send
+from ._breaker import BreakerKey, BreakerLookup, guarded_send
 from ._config import GuardConfig
 from ._errors import BlackHoleError, ConfigError
 from ._keepalive import HOST_CONSTANTS, HOST_KIND, SocketOption, socket_options
 from ._policy import iter_chain
-from ._pool import AzPoolManager, AzProxyManager, preload_scope
+from ._pool import AzPoolManager, AzProxyManager, preload
 from ._prometheus import enable_from_config as enable_metrics_from_config
 from ._retry import AzRetry
 
@@ -60,6 +60,8 @@ class AzGuardAdapter(HTTPAdapter):
     #: ``scheme://host:port`` of the target.  Set it to scope breakers finer
     #: (e.g. host plus first path segment).
     azguard_breaker_key: Optional[BreakerKey] = None
+    # Built on first use from the two attributes above (not pickled).
+    _azguard_lookup: Optional[BreakerLookup] = None
 
     def __init__(
         self,
@@ -144,26 +146,30 @@ class AzGuardAdapter(HTTPAdapter):
         cert: Union[str, Tuple[str, str], None] = None,
         proxies: Optional[Mapping[str, str]] = None,
     ) -> requests.Response:
-        if timeout is None and self.azguard_config.default_timeout is not None:
+        config = self.azguard_config
+        if timeout is None and config.default_timeout is not None:
             # Legacy callers often pass no timeout and can hang forever; an
             # explicit timeout from the caller always wins.
-            timeout = self.azguard_config.default_timeout
-        if not self.azguard_config.breaker:
-            return self._azguard_transport(
-                request, stream=stream, timeout=timeout, verify=verify, cert=cert, proxies=proxies
-            )
+            timeout = config.default_timeout
+        if not config.breaker:
+            return self._azguard_transport(request, stream, timeout, verify, cert, proxies)
+        lookup = self._azguard_lookup
+        if (
+            lookup is None
+            or lookup.config is not config
+            or lookup.key is not self.azguard_breaker_key
+        ):
+            lookup = self._azguard_lookup = BreakerLookup(config, self.azguard_breaker_key)
         # The breaker checks its state before and records the final outcome
         # after the transport call (retries included, so they count once); no
         # lock is held while the request is on the wire.
         return guarded_send(
+            lookup(request),
             request,
-            self.azguard_config,
-            lambda: self._azguard_transport(
-                request, stream=stream, timeout=timeout, verify=verify, cert=cert, proxies=proxies
-            ),
-            fallback=self.azguard_fallback,
-            key=self.azguard_breaker_key,
-            connection=self,
+            config,
+            lambda: self._azguard_transport(request, stream, timeout, verify, cert, proxies),
+            self.azguard_fallback,
+            self,
         )
 
     def _azguard_transport(
@@ -181,7 +187,9 @@ class AzGuardAdapter(HTTPAdapter):
                 return super().send(
                     request, stream=True, timeout=timeout, verify=verify, cert=cert, proxies=proxies
                 )
-            with preload_scope():
+            previous = preload.on
+            preload.on = True
+            try:
                 response = super().send(
                     request,
                     stream=False,
@@ -190,6 +198,8 @@ class AzGuardAdapter(HTTPAdapter):
                     cert=cert,
                     proxies=proxies,
                 )
+            finally:
+                preload.on = previous
         except requests.RequestException as exc:
             mapped = _as_guard_error(exc, request)
             if mapped is exc:

@@ -85,6 +85,9 @@ class GuardedConnection:
 
     def connect(self) -> None:
         start = time.monotonic()
+        # Unset until the connection is up: a CONNECT tunnel sends its own
+        # request from inside connect(), before the in-flight options apply.
+        self.azguard_raw = None
         super().connect()  # type: ignore[misc]
         self.azguard_after_connect(time.monotonic() - start)
 
@@ -127,15 +130,7 @@ class GuardedConnection:
         if config is None or self.sock is None:
             return None
         now = time.monotonic()
-        target = self.azguard_dns_target
-        facts = gather(
-            self,
-            now,
-            config,
-            poll=poll,
-            dns_host=target[0] if target else None,
-            dns_port=target[1] if target else None,
-        )
+        facts = gather(self, now, config, poll, self.azguard_dns_target)
         if facts.tcp is not None:
             self.azguard_base_rto = base_rto(facts.tcp)
             instrumentation = hooks()
@@ -243,7 +238,7 @@ class GuardedConnection:
             # relies on it for plain HTTP); connecting here keeps the count.
             self.connect()
             sock = self.sock
-        if self.azguard_pending_inflight is not None:
+        if self.azguard_pending_inflight is not None and self.azguard_raw is not None:
             self._azguard_before_first_byte()
         sys.audit("http.client.send", self, data)
         # socket.sendall() hides how much went out before an error; send()

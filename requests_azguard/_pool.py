@@ -1,7 +1,7 @@
 """urllib3 pool and pool-manager subclasses: where the guard meets urllib3.
 
 Only urllib3's own extension points are overridden (``ConnectionCls``,
-``_new_conn``, ``_get_conn``, ``_put_conn``, ``_make_request``, ``urlopen``,
+``_new_conn``, ``_get_conn``, ``_put_conn``, ``urlopen``,
 ``_new_pool`` and the manager's ``pool_classes_by_scheme``), each with a
 pass-through signature, because these hooks differ between urllib3 1.26 and
 2.x.  ``tests/test_canary.py`` fails loudly if one of them disappears.
@@ -9,9 +9,8 @@ pass-through signature, because these hooks differ between urllib3 1.26 and
 
 from __future__ import annotations
 
-import inspect
 import threading
-from typing import Any, Dict, Optional, Type
+from typing import Any, Dict, List, Optional, Tuple, Type
 
 import urllib3.connection
 from requests.structures import CaseInsensitiveDict
@@ -23,7 +22,7 @@ from . import _watchdog
 from ._config import GuardConfig
 from ._connection import AzHTTPConnection, AzHTTPSConnection, GuardedConnection
 from ._instrument import NoopInstrumentation, hooks
-from ._keepalive import HOST_CONSTANTS, HOST_KIND, inflight_options
+from ._keepalive import HOST_CONSTANTS, HOST_KIND, SocketOption, inflight_options
 from ._retry import IDEMPOTENCY_HEADERS, AzRetry
 
 __all__ = [
@@ -32,35 +31,39 @@ __all__ = [
     "AzPoolManager",
     "AzProxyManager",
     "GuardedPool",
-    "preload_scope",
+    "preload",
 ]
 
 # urllib3 2.x asks the connection (``is_connected``) and so runs the guard's
 # full check in place of its own poll; 1.26 polls itself and the pool adds the
 # rest.  Decided once.
 _URLLIB3_ASKS_CONNECTION = hasattr(urllib3.connection.HTTPConnection, "is_connected")
-# urllib3 2.x passes the Retry to _make_request; 1.26 only to urlopen.
-_MAKE_REQUEST_GETS_RETRIES = (
-    "retries" in inspect.signature(HTTPConnectionPool._make_request).parameters
-)
-
-_scope = threading.local()
 
 
-class preload_scope:
-    """Within it, urlopen reads the whole body before returning, so a failure
-    while reading it is retried by urllib3 like any other (requests reads a
-    ``stream=False`` body right after ``send()`` anyway).  A class rather than
-    a generator-based context manager: it runs on every request."""
+class _Preload(threading.local):
+    """Per thread: while ``on``, urlopen reads the whole body before
+    returning, so a failure while reading it is retried by urllib3 like any
+    other (requests reads a ``stream=False`` body right after ``send()``
+    anyway).  The adapter turns it on around its call into requests."""
 
-    __slots__ = ("_previous",)
+    on = False
 
-    def __enter__(self) -> None:
-        self._previous = getattr(_scope, "preload", False)
-        _scope.preload = True
 
-    def __exit__(self, *exc: object) -> None:
-        _scope.preload = self._previous
+preload = _Preload()
+
+
+class _Attempt:
+    """One thread's attempt in progress on one pool: the request facts that
+    urlopen saw, until _get_conn prepares the connection with them, and then
+    that connection, for AzRetry.increment (urllib3 calls it without the
+    connection) until the connection goes back to the pool.  One object per
+    thread and pool, reused: each thread-local lookup costs."""
+
+    __slots__ = ("conn", "request")
+
+    def __init__(self) -> None:
+        self.conn: Optional[GuardedConnection] = None
+        self.request: Optional[Tuple[str, Any, Any, Any]] = None
 
 
 def _body_replayable(body: Any) -> bool:
@@ -85,16 +88,25 @@ class GuardedPool:
     host: str
     port: Optional[int]
     proxy: Any
+    headers: Any
+    conn_kw: Dict[str, Any]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        # Per thread: the connection and Retry of the attempt in progress,
-        # for AzRetry.increment, which urllib3 calls without the connection.
+        # Per thread: the attempt in progress (see _Attempt).
         self._azguard_local = threading.local()
+
+    def _azguard_attempt_record(self) -> _Attempt:
+        local = self._azguard_local
+        attempt: Optional[_Attempt] = getattr(local, "attempt", None)
+        if attempt is None:
+            attempt = local.attempt = _Attempt()
+        return attempt
 
     def azguard_attempt(self) -> Optional[GuardedConnection]:
         """The connection this thread's current attempt is using (for AzRetry)."""
-        return getattr(self._azguard_local, "conn", None)
+        attempt: Optional[_Attempt] = getattr(self._azguard_local, "attempt", None)
+        return None if attempt is None else attempt.conn
 
     def _new_conn(self) -> Any:
         conn = super()._new_conn()  # type: ignore[misc]
@@ -109,8 +121,10 @@ class GuardedPool:
                 conn.azguard_dns_target = (self.host, self.port or 80)
         return conn
 
-    def _get_conn(self, *args: Any, **kwargs: Any) -> Any:
-        conn = super()._get_conn(*args, **kwargs)  # type: ignore[misc]
+    def _get_conn(self, timeout: Optional[float] = None) -> Any:
+        # The same signature on urllib3 1.26 and 2.x; spelled out because
+        # packing **kwargs costs on every request.
+        conn = super()._get_conn(timeout)  # type: ignore[misc]
         if not isinstance(conn, GuardedConnection) or conn.azguard_config is None:
             return conn
         reason = conn.azguard_evicted_reason  # set if urllib3 2.x asked us
@@ -128,7 +142,22 @@ class GuardedPool:
         if conn.azguard_restore is not None:
             _watchdog.claim(conn)
         conn.azguard_begin_request()
-        self._azguard_local.conn = conn
+        attempt = self._azguard_attempt_record()
+        attempt.conn = conn
+        # Prepared here rather than in _make_request: overriding that hook
+        # means repacking its dozen keyword arguments on every request.
+        request = attempt.request
+        if request is not None:
+            attempt.request = None
+            method, body, headers, retries = request
+            self._azguard_prepare(
+                conn,
+                conn.azguard_config,
+                method,
+                body,
+                self.headers if headers is None else headers,
+                retries,
+            )
         instrumentation = hooks()
         if type(instrumentation) is not NoopInstrumentation:
             if reason is not None:
@@ -140,31 +169,31 @@ class GuardedPool:
     def _put_conn(self, conn: Any) -> None:
         if isinstance(conn, GuardedConnection):
             conn.azguard_put_back()
-            tls = self._azguard_local
-            if getattr(tls, "conn", None) is conn:
-                tls.conn = None
+            attempt: Optional[_Attempt] = getattr(self._azguard_local, "attempt", None)
+            if attempt is not None and attempt.conn is conn:
+                attempt.conn = None  # done with; another thread may take it now
         super()._put_conn(conn)  # type: ignore[misc]
 
-    def urlopen(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
-        if getattr(_scope, "preload", False):
+    def urlopen(
+        self,
+        method: str,
+        url: str,
+        body: Any = None,
+        headers: Any = None,
+        retries: Any = None,
+        *args: Any,
+        **kwargs: Any,
+    ) -> Any:
+        # What _get_conn needs to prepare the connection this attempt gets.
+        # urllib3 calls urlopen again for each retry, with the new Retry.
+        # (body, headers and retries come first on both 1.26 and 2.x.)
+        self._azguard_attempt_record().request = (method, body, headers, retries)
+        if preload.on:
             kwargs["preload_content"] = True
             kwargs["decode_content"] = True
-        if not _MAKE_REQUEST_GETS_RETRIES:
-            # urllib3 1.26 does not hand the Retry to _make_request.
-            self._azguard_local.retries = kwargs.get("retries", args[2] if len(args) > 2 else None)
-        return super().urlopen(method, url, *args, **kwargs)  # type: ignore[misc]
-
-    def _make_request(self, conn: Any, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
-        config = self.azguard_config
-        if config is not None and isinstance(conn, GuardedConnection):
-            if _MAKE_REQUEST_GETS_RETRIES:
-                retries = kwargs.get("retries")
-            else:
-                retries = getattr(self._azguard_local, "retries", None)
-            self._azguard_prepare(
-                conn, config, method, kwargs.get("body"), kwargs.get("headers"), retries
-            )
-        return super()._make_request(conn, method, url, *args, **kwargs)  # type: ignore[misc]
+        return super().urlopen(  # type: ignore[misc]
+            method, url, body, headers, retries, *args, **kwargs
+        )
 
     def _azguard_prepare(
         self,
@@ -214,11 +243,13 @@ def _has_idempotency_key(headers: Any) -> bool:
     return any(str(k).lower() in IDEMPOTENCY_HEADERS for k in headers)
 
 
-class AzHTTPConnectionPool(GuardedPool, HTTPConnectionPool):
+# mypy compares GuardedPool.urlopen with RequestMethods.urlopen, the abstract
+# base's, whose third positional differs; HTTPConnectionPool's is the real one.
+class AzHTTPConnectionPool(GuardedPool, HTTPConnectionPool):  # type: ignore[misc]
     ConnectionCls = AzHTTPConnection
 
 
-class AzHTTPSConnectionPool(GuardedPool, HTTPSConnectionPool):
+class AzHTTPSConnectionPool(GuardedPool, HTTPSConnectionPool):  # type: ignore[misc]
     ConnectionCls = AzHTTPSConnection
 
 
@@ -230,11 +261,30 @@ def _pool_classes() -> Dict[str, Type[HTTPConnectionPool]]:
 
 class _GuardedManager:
     azguard_config: Optional[GuardConfig]
+    #: Socket options for every pool's connections (the adapter's keepalive
+    #: and TCP_USER_TIMEOUT options).
+    azguard_socket_options: Optional[List[SocketOption]]
 
-    def _new_pool(self, *args: Any, **kwargs: Any) -> Any:
-        pool = super()._new_pool(*args, **kwargs)  # type: ignore[misc]
+    def _azguard_init(self, azguard_config: GuardConfig, kwargs: Dict[str, Any]) -> None:
+        self.azguard_config = azguard_config
+        # Held here rather than left in connection_pool_kw, where urllib3
+        # would copy, hash and compare them as part of the pool key on every
+        # request (about 0.7 µs): they are the same for every pool anyway.
+        self.azguard_socket_options = kwargs.pop("socket_options", None)
+
+    def _new_pool(
+        self, scheme: str, host: str, port: int, request_context: Optional[Dict[str, Any]] = None
+    ) -> Any:
+        pool = super()._new_pool(scheme, host, port, request_context)  # type: ignore[misc]
         if isinstance(pool, GuardedPool):
             pool.azguard_config = self.azguard_config
+        options = self.azguard_socket_options
+        if options is not None and (
+            request_context is None or "socket_options" not in request_context
+        ):
+            # Set after the pool's __init__, which on urllib3 1.26 gives
+            # proxied pools an empty list (Nagle on) unless options are passed.
+            pool.conn_kw["socket_options"] = options
         return pool
 
 
@@ -242,7 +292,7 @@ class AzPoolManager(_GuardedManager, PoolManager):
     """PoolManager whose pools are guarded."""
 
     def __init__(self, *args: Any, azguard_config: GuardConfig, **kwargs: Any) -> None:
-        self.azguard_config = azguard_config
+        self._azguard_init(azguard_config, kwargs)
         super().__init__(*args, **kwargs)
         self.pool_classes_by_scheme = _pool_classes()
 
@@ -251,6 +301,6 @@ class AzProxyManager(_GuardedManager, ProxyManager):
     """ProxyManager whose pools (plain proxying and CONNECT tunnels) are guarded."""
 
     def __init__(self, *args: Any, azguard_config: GuardConfig, **kwargs: Any) -> None:
-        self.azguard_config = azguard_config
+        self._azguard_init(azguard_config, kwargs)
         super().__init__(*args, **kwargs)
         self.pool_classes_by_scheme = _pool_classes()

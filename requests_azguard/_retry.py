@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from types import TracebackType
-from typing import Any, Final, NamedTuple, Optional
+from typing import Any, Dict, Final, NamedTuple, Optional
 
 from urllib3.exceptions import MaxRetryError
 from urllib3.util.retry import Retry
@@ -72,6 +72,9 @@ def _check_mode(mode: str) -> None:
 class AzRetry(Retry):
     """A ``Retry`` that knows the guard's replay rules (see module docstring)."""
 
+    # Per instance, filled on first use; a Retry never changes once built.
+    _azguard_methods: Optional[Dict[str, bool]] = None
+
     def __init__(self, *args: Any, azguard_mode: str = "unsent", **kwargs: Any) -> None:
         _check_mode(azguard_mode)
         super().__init__(*args, **kwargs)
@@ -96,9 +99,9 @@ class AzRetry(Retry):
 
     def azguard_idempotent(self, method: str) -> bool:
         """Is ``method`` in this Retry's allowed set (cached: asked per request)."""
-        cache = self.__dict__.get("_azguard_methods")
+        cache = self._azguard_methods
         if cache is None:
-            cache = self.__dict__.setdefault("_azguard_methods", {})
+            cache = self._azguard_methods = {}
         known: Optional[bool] = cache.get(method)
         if known is None:
             known = cache[method] = bool(Retry._is_method_retryable(self, method.upper()))

@@ -23,7 +23,7 @@ def test_pickle_round_trip_keeps_configuration(server: HTTPTestServer) -> None:
     assert (copy._pool_connections, copy._pool_maxsize, copy._pool_block) == (3, 4, True)
     assert copy.max_retries.total == 5
     assert isinstance(copy.poolmanager, type(adapter.poolmanager))
-    assert copy.poolmanager.connection_pool_kw["socket_options"] == adapter.azguard_socket_options()
+    assert copy.poolmanager.azguard_socket_options == adapter.azguard_socket_options()
     s = requests.Session()
     s.mount("http://", copy)
     assert s.get(server.url, timeout=5).text == "ok"
@@ -94,9 +94,9 @@ def test_pool_kwargs_pass_through() -> None:
             kwargs["source_address"] = ("127.0.0.1", 0)
             super().init_poolmanager(*args, **kwargs)
 
-    kw = Sub(GuardConfig()).poolmanager.connection_pool_kw
-    assert kw["source_address"] == ("127.0.0.1", 0)
-    assert kw["socket_options"]  # the guard's options are still there
+    manager = Sub(GuardConfig()).poolmanager
+    assert manager.connection_pool_kw["source_address"] == ("127.0.0.1", 0)
+    assert manager.azguard_socket_options  # the guard's options are still there
 
 
 def test_default_timeout_applies_only_without_explicit_timeout() -> None:
@@ -124,3 +124,25 @@ def test_default_timeout_applies_only_without_explicit_timeout() -> None:
     finally:
         ra.HTTPAdapter.send = orig  # type: ignore[method-assign]
     assert seen == [(1.5, 9.0), 3]
+
+
+def test_socket_options_reach_pools_but_not_the_pool_key() -> None:
+    adapter = AzGuardAdapter(GuardConfig())
+    manager = adapter.poolmanager
+    # Left out of connection_pool_kw, which urllib3 hashes into the pool key
+    # on every request; every pool gets them when it is built.
+    assert "socket_options" not in manager.connection_pool_kw
+    pool = manager.connection_from_host("127.0.0.1", 1, "http")
+    assert pool.conn_kw["socket_options"] == adapter.azguard_socket_options()
+    # A caller's own per-pool options still win.
+    own = [(6, 1, 1)]
+    other = manager.connection_from_host(
+        "127.0.0.1", 2, "http", pool_kwargs={"socket_options": own}
+    )
+    assert other.conn_kw["socket_options"] == own
+    proxied = adapter.proxy_manager_for("http://127.0.0.1:3")
+    assert "socket_options" not in proxied.connection_pool_kw
+    assert (
+        proxied.connection_from_host("example.invalid", 80, "http").conn_kw["socket_options"]
+        == adapter.azguard_socket_options()
+    )

@@ -744,3 +744,60 @@ def test_breaker_key_is_a_constructor_argument_and_survives_pickling() -> None:
     assert pickle.loads(pickle.dumps(adapter)).azguard_breaker_key is breaker_key
     with pytest.raises(ConfigError, match="breaker_key"):
         AzGuardAdapter(GuardConfig(), breaker_key="host")  # type: ignore[arg-type]
+
+
+# -- the per-adapter lookup ---------------------------------------------------------------------
+
+
+def _prepared(url: str) -> requests.PreparedRequest:
+    return requests.Request("GET", url).prepare()
+
+
+def test_lookup_memo_follows_the_registry() -> None:
+    from requests_azguard._breaker import BreakerLookup
+
+    reg = reset_breakers(max_hosts=8)
+    try:
+        lookup = BreakerLookup(GuardConfig())
+        first = lookup(_prepared("http://a.example:80/x"))
+        assert lookup(_prepared("http://a.example:80/x")) is first
+        assert lookup(_prepared("http://A.example/y")) is first  # same key, other URL
+        assert first is reg.get(BreakerSettings.of(GuardConfig()), "http://a.example:80")
+        # An eviction drops breakers from the registry: the memo must not
+        # keep serving one the registry has forgotten.
+        for i in range(20):
+            reg.get(BreakerSettings.of(GuardConfig()), f"http://filler{i}:80")
+        assert first not in reg.breakers()
+        again = lookup(_prepared("http://a.example:80/x"))
+        assert again is not first and again in reg.breakers()
+        # A reset replaces the registry.
+        fresh = reset_breakers()
+        assert lookup(_prepared("http://a.example:80/x")) in fresh.breakers()
+    finally:
+        reset_breakers()
+
+
+def test_lookup_asks_a_custom_key_every_time() -> None:
+    from requests_azguard._breaker import BreakerLookup
+
+    seen: List[str] = []
+
+    def key(request: requests.PreparedRequest) -> str:
+        seen.append(request.method or "")
+        return "svc-" + (request.method or "")
+
+    lookup = BreakerLookup(GuardConfig(), key)
+    get = lookup(_prepared("http://a.example/"))
+    post = lookup(requests.Request("POST", "http://a.example/").prepare())
+    assert lookup(_prepared("http://a.example/")) is get
+    assert get.key == "svc-GET" and post.key == "svc-POST"
+    assert seen == ["GET", "POST", "GET"]
+
+
+def test_lookup_memo_is_bounded() -> None:
+    from requests_azguard._breaker import BreakerLookup
+
+    lookup = BreakerLookup(GuardConfig())
+    for i in range(BreakerLookup.MAX_URLS * 3):
+        lookup(_prepared(f"http://a.example/item?id={i}"))
+    assert len(lookup._by_url) <= BreakerLookup.MAX_URLS

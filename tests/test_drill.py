@@ -29,9 +29,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SUMMARY_KEYS = {"requests", "failed", "p50_s", "p99_s", "max_s", "failures_by_error", "retries"}
 
 
-def _drill_json(
-    capsys: pytest.CaptureFixture[str], *args: str
-) -> Tuple[Dict[str, Any], str]:
+def _drill_json(capsys: pytest.CaptureFixture[str], *args: str) -> Tuple[Dict[str, Any], str]:
     code = _drill.main([*args, "--json"])
     out, err = capsys.readouterr()
     assert code == 0, err
@@ -143,9 +141,7 @@ def _png_size(path: str) -> Tuple[int, int]:
     return width, height
 
 
-def test_plot_writes_a_png_timeline(
-    capsys: pytest.CaptureFixture[str], tmp_path: Any
-) -> None:
+def test_plot_writes_a_png_timeline(capsys: pytest.CaptureFixture[str], tmp_path: Any) -> None:
     pytest.importorskip("matplotlib")
     png = str(tmp_path / "timeline.png")
     code = _drill.main(
