@@ -20,21 +20,27 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Callable, Iterator, List, Sequence, Tuple
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
 __all__ = [
     "Blocks",
+    "Workers",
     "fmt_ratio",
     "interleaved",
     "machine",
+    "median_ci",
     "median_ratio",
+    "pin_client",
     "print_header",
     "servers",
+    "threaded_rate",
     "timed",
 ]
 
 _SERVER_CHILD = """
-import json, sys
+import json, os, sys
+if len(sys.argv) > 3:  # before any thread starts: threads inherit the mask
+    os.sched_setaffinity(0, {int(sys.argv[3])})
 from requests_azguard._drill import DrillServer
 count, delay = int(sys.argv[1]), float(sys.argv[2])
 servers = [DrillServer(delay=delay) for _ in range(count)]
@@ -61,7 +67,7 @@ def machine() -> str:
 
     cores = os.cpu_count() or 0
     try:
-        usable = len(os.sched_getaffinity(0))
+        usable = _usable_cpus or len(os.sched_getaffinity(0))
     except AttributeError:
         usable = cores
     return (
@@ -72,9 +78,39 @@ def machine() -> str:
     )
 
 
-def print_header(title: str) -> None:
+# CPU the server child is pinned to, once pin_client() has pinned this process,
+# and how many CPUs were usable before that.
+_server_cpu: Optional[int] = None
+_usable_cpus = 0
+
+
+def pin_client() -> str:
+    """Pin this process to one CPU and the servers started later to another.
+
+    Unpinned, the scheduler moves the client and the server between the two
+    CPUs of a small machine, and per-block throughput then varies by about
+    +-5% between identical sides; pinned, by about +-1.5%.  Both sides get the
+    same placement, so the comparison stays fair.  Call it before starting
+    any thread (threads inherit the mask).  Returns a line for the header.
+    """
+    global _server_cpu, _usable_cpus
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except AttributeError:
+        return "pinning: not available on this platform"
+    _usable_cpus = len(cpus)
+    if len(cpus) < 2:
+        return "pinning: only one usable CPU, client and server share it"
+    os.sched_setaffinity(0, {cpus[0]})
+    _server_cpu = cpus[1]
+    return f"pinning: client on CPU {cpus[0]}, server on CPU {cpus[1]}"
+
+
+def print_header(title: str, *notes: str) -> None:
     print(title)
     print(machine())
+    for note in notes:
+        print(note)
     print()
 
 
@@ -84,8 +120,11 @@ def servers(count: int = 1, delay: float = 0.0) -> Iterator[List[str]]:
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ)
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    argv = [sys.executable, "-c", _SERVER_CHILD, str(count), str(delay)]
+    if _server_cpu is not None:
+        argv.append(str(_server_cpu))
     proc = subprocess.Popen(
-        [sys.executable, "-c", _SERVER_CHILD, str(count), str(delay)],
+        argv,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         env=env,
@@ -129,31 +168,71 @@ def interleaved(
     return g_vals, p_vals
 
 
+class Workers:
+    """``threads`` threads that run ``call`` in timed blocks, started once.
+
+    Starting threads for every block would add their start-up to each block;
+    these wait on a barrier between blocks and cost nothing meanwhile.
+    """
+
+    def __init__(self, call: Callable[[], object], threads: int) -> None:
+        self._call = call
+        self._start = threading.Barrier(threads + 1)
+        self._end = threading.Barrier(threads + 1)
+        self._counts = [0] * threads
+        self._errors: List[BaseException] = []
+        self._deadline = 0.0
+        self._closing = False
+        self._threads = [
+            threading.Thread(target=self._work, args=(i,), daemon=True) for i in range(threads)
+        ]
+        for t in self._threads:
+            t.start()
+
+    def _work(self, i: int) -> None:
+        call, clock = self._call, time.perf_counter
+        while True:
+            self._start.wait()
+            if self._closing:
+                return
+            n, deadline = 0, self._deadline
+            try:
+                while clock() < deadline:
+                    call()
+                    n += 1
+            except BaseException as exc:
+                self._errors.append(exc)
+            self._counts[i] = n
+            self._end.wait()
+
+    def block(self, seconds: float) -> float:
+        """Run one block of ``seconds``; returns calls per second."""
+        start = time.perf_counter()
+        self._deadline = start + seconds
+        self._start.wait()
+        self._end.wait()
+        elapsed = time.perf_counter() - start
+        if self._errors:
+            raise RuntimeError(f"a request failed during the benchmark: {self._errors[0]!r}")
+        return sum(self._counts) / elapsed
+
+    def close(self) -> None:
+        self._closing = True
+        self._start.wait()
+        for t in self._threads:
+            t.join()
+
+    def __enter__(self) -> Workers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def threaded_rate(call: Callable[[], object], threads: int, seconds: float) -> float:
     """``threads`` threads repeat ``call`` for ``seconds``; returns calls per second."""
-    counts = [0] * threads
-    errors: List[BaseException] = []
-    start = time.perf_counter()
-    deadline = start + seconds
-
-    def work(i: int) -> None:
-        n = 0
-        try:
-            while time.perf_counter() < deadline:
-                call()
-                n += 1
-        except BaseException as exc:
-            errors.append(exc)
-        counts[i] = n
-
-    workers = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
-    for t in workers:
-        t.start()
-    for t in workers:
-        t.join()
-    if errors:
-        raise RuntimeError(f"a request failed during the benchmark: {errors[0]!r}")
-    return sum(counts) / (time.perf_counter() - start)
+    with Workers(call, threads) as workers:
+        return workers.block(seconds)
 
 
 def median_ratio(guarded: Sequence[float], plain: Sequence[float]) -> float:
