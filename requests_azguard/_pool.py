@@ -2,9 +2,10 @@
 
 Only urllib3's own extension points are overridden (``ConnectionCls``,
 ``_new_conn``, ``_get_conn``, ``_put_conn``, ``urlopen``,
-``_new_pool`` and the manager's ``pool_classes_by_scheme``), each with a
-pass-through signature, because these hooks differ between urllib3 1.26 and
-2.x.  ``tests/test_canary.py`` fails loudly if one of them disappears.
+``_new_pool`` and the manager's ``pool_classes_by_scheme``).  Where urllib3
+1.26 and 2.x agree on a hook's leading parameters they are spelled out (they
+run on every request, and packing ``*args``/``**kwargs`` costs); the rest pass
+through.  ``tests/test_canary.py`` fails loudly if one of them disappears.
 """
 
 from __future__ import annotations
