@@ -11,7 +11,13 @@ from __future__ import annotations
 from ._adapter import AzGuardAdapter, Fallback, mount
 from ._breaker import BreakerKey, breaker_key, reset_breakers
 from ._config import GuardConfig
-from ._errors import AzGuardError, BlackHoleError, CircuitOpenError, ConfigError
+from ._errors import (
+    AzGuardError,
+    BlackHoleError,
+    CircuitOpenError,
+    ConfigError,
+    ProxyCircuitOpenError,
+)
 from ._install import install, uninstall
 from ._instrument import (
     Instrumentation,
@@ -31,6 +37,7 @@ __all__ = [
     "Fallback",
     "GuardConfig",
     "Instrumentation",
+    "ProxyCircuitOpenError",
     "add_instrumentation",
     "breaker_key",
     "install",

@@ -13,14 +13,16 @@ from typing import Any, Callable, List, Mapping, Optional, Tuple, Union
 
 import requests
 from requests.adapters import HTTPAdapter
-from urllib3.exceptions import DecodeError, MaxRetryError, ProtocolError
+from requests.utils import select_proxy
+from urllib3.exceptions import DecodeError, ReadTimeoutError
 from urllib3.util.retry import Retry
 
 from ._breaker import BreakerKey, BreakerLookup, guarded_send
 from ._config import GuardConfig
 from ._errors import BlackHoleError, ConfigError
+from ._failure import failure_of
 from ._keepalive import HOST_CONSTANTS, HOST_KIND, SocketOption, socket_options
-from ._policy import iter_chain
+from ._policy import is_body_error, iter_chain
 from ._pool import AzPoolManager, AzProxyManager, preload
 from ._prometheus import enable_from_config as enable_metrics_from_config
 from ._retry import AzRetry
@@ -163,6 +165,7 @@ class AzGuardAdapter(HTTPAdapter):
         # The breaker checks its state before and records the final outcome
         # after the transport call (retries included, so they count once); no
         # lock is held while the request is on the wire.
+        proxy = select_proxy(request.url or "", proxies) if proxies else None
         return guarded_send(
             lookup(request),
             request,
@@ -170,6 +173,7 @@ class AzGuardAdapter(HTTPAdapter):
             lambda: self._azguard_transport(request, stream, timeout, verify, cert, proxies),
             self.azguard_fallback,
             self,
+            lookup.proxy(proxy) if proxy else None,
         )
 
     def _azguard_transport(
@@ -219,23 +223,27 @@ class AzGuardAdapter(HTTPAdapter):
 def _as_guard_error(exc: requests.RequestException, request: requests.PreparedRequest) -> Exception:
     """The error to surface for a failure the retries did not recover.
 
-    A flow judged black-holed is ``BlackHoleError`` (both a ``ConnectionError``
-    and a ``Timeout``, like requests' ``ConnectTimeout``, so either ``except``
-    still catches it).  The body is read inside send() so that urllib3 can
-    retry it; a failure that is not retried must still surface as requests
-    reports it: a broken body is ``ChunkedEncodingError``.
+    The body of a ``stream=False`` request is read inside send() so that
+    urllib3 can retry it; a failure reading it that is not retried surfaces
+    exactly as requests reports it when it reads the body itself
+    (``Response.iter_content``): ``ChunkedEncodingError``,
+    ``ContentDecodingError``, ``ConnectionError`` for a stall.  Otherwise a
+    flow judged black-holed is ``BlackHoleError`` (both a ``ConnectionError``
+    and a ``Timeout``, like requests' ``ConnectTimeout``, so either
+    ``except`` still catches it).
     """
-    if any(getattr(e, "azguard_blackhole", False) for e in iter_chain(exc)):
+    body_error = next((e for e in iter_chain(exc) if is_body_error(e)), None)
+    if body_error is not None:
+        if isinstance(body_error, DecodeError):
+            return requests.exceptions.ContentDecodingError(body_error, request=request)
+        if isinstance(body_error, ReadTimeoutError):
+            return requests.exceptions.ConnectionError(body_error, request=request)
+        return requests.exceptions.ChunkedEncodingError(body_error, request=request)
+    failure = failure_of(exc)
+    if failure is not None and failure.dead_flow == "blackhole":
         return BlackHoleError(
             f"black-holed flow: the peer's TCP stopped answering ({exc})", request=request
         )
-    if not isinstance(exc, requests.ConnectionError):
-        return exc
-    reason = exc.args[0] if exc.args else None
-    if isinstance(reason, MaxRetryError):
-        reason = reason.reason
-    if isinstance(reason, ProtocolError) and str(reason).startswith("Connection broken"):
-        return requests.exceptions.ChunkedEncodingError(reason, request=request)
     return exc
 
 

@@ -60,9 +60,10 @@ from urllib.parse import urlsplit
 import requests
 from urllib3 import exceptions as u3
 
-from ._errors import CircuitOpenError, ConfigError
+from ._errors import CircuitOpenError, ConfigError, ProxyCircuitOpenError
+from ._failure import failure_of, unattached
 from ._instrument import hooks
-from ._policy import classify
+from ._policy import HOST, NOBODY, PROXY
 
 if TYPE_CHECKING:
     from ._breaker_redis import RedisBreakerStorage, RedisLink, Snapshot
@@ -81,6 +82,7 @@ __all__ = [
     "HostBreaker",
     "breaker_key",
     "guarded_send",
+    "proxy_breaker_key",
     "registry",
     "reset_breakers",
 ]
@@ -131,6 +133,15 @@ def breaker_key(request: requests.PreparedRequest) -> str:
     """
     match = _ORIGIN.match(request.url or "")
     return _origin_key(match.group(0) if match else "")
+
+
+def proxy_breaker_key(proxy: str) -> str:
+    """The key of a proxy's own breaker: ``scheme://host:port`` of the proxy
+    URL (``http://`` when the URL names no scheme, as requests assumes)."""
+    if "://" not in proxy:
+        proxy = "http://" + proxy
+    match = _ORIGIN.match(proxy)
+    return _origin_key(match.group(0) if match else proxy)
 
 
 class BreakerSettings(NamedTuple):
@@ -299,8 +310,12 @@ class HostBreaker:
     # state changes until Redis has answered: a pull that read Redis in that
     # window saw the state from before this process's change and is dropped.
 
-    def record_success(self, ticket: int, now: float) -> None:
-        if not ticket:
+    def record_success(self, ticket: int, now: float, fresh: bool = False) -> None:
+        """A good outcome.  ``fresh``: it came on a connection opened for it,
+        which proves the host reachable now, so a breaker that is not closed
+        closes on it (a trial or not): a burst of dead flows, or requests
+        admitted before the trip, cannot keep a reachable host open."""
+        if not ticket and not (fresh and self.storage.state != CLOSED):
             # The common case, lock-free: nothing to reset.
             if not (self.storage.counter or self._timeouts or self._shared_counter):
                 return
@@ -319,7 +334,10 @@ class HostBreaker:
             return
         changes: List[_Change] = []
         with self._lock:
-            closed = ticket == self._trial_gen and self.storage.state == HALF_OPEN
+            state = self.storage.state
+            closed = state != CLOSED and (
+                fresh or (ticket == self._trial_gen and state == HALF_OPEN)
+            )
             if closed:
                 self._close(changes)
             epoch = self._epoch
@@ -343,7 +361,8 @@ class HostBreaker:
             elif state == CLOSED:
                 self.storage.increment_counter()
                 self._timeouts = self._timeouts + 1 if timeout else 0
-                forced = self._timeouts >= self.settings.timeout_fail_fast
+                limit = self.settings.timeout_fail_fast  # 0: the rule is off
+                forced = limit > 0 and self._timeouts >= limit
                 if forced or self.storage.counter >= self.settings.fail_max:
                     self._open(now, changes)
                     opened = True
@@ -650,15 +669,38 @@ def reset_breakers(**options: Any) -> BreakerRegistry:
 _HOST_ERRORS: Final = (OSError, requests.RequestException, u3.HTTPError)
 
 
-def _record_exception(breaker: HostBreaker, ticket: int, exc: BaseException, now: float) -> None:
+def _record_exception(
+    breaker: HostBreaker,
+    ticket: int,
+    exc: BaseException,
+    now: float,
+    proxy: Optional[HostBreaker] = None,
+    proxy_ticket: int = 0,
+) -> None:
+    """Count a failed request against whom its evidence blames (see _failure)."""
     if isinstance(exc, ValueError) or not isinstance(exc, _HOST_ERRORS):
-        breaker.record_neutral(ticket, now)
-        return
-    decision = classify(exc).decision
-    if decision.breaker:
-        breaker.record_failure(ticket, now, timeout=decision.timeout)
+        blame, timeout = NOBODY, False
+    else:
+        failure = failure_of(exc) or unattached(exc)
+        blame, timeout = failure.blame, failure.decision.timeout
+    if blame == HOST:
+        breaker.record_failure(ticket, now, timeout=timeout)
     else:
         breaker.record_neutral(ticket, now)
+    if proxy is not None:
+        if blame == PROXY:
+            proxy.record_failure(proxy_ticket, now, timeout=timeout)
+        else:
+            proxy.record_neutral(proxy_ticket, now)
+
+
+def _fresh(response: requests.Response) -> bool:
+    """Did ``response`` come on a connection opened for it (see _connection)?"""
+    raw = response.raw
+    fresh = getattr(raw, "azguard_fresh", None)
+    if fresh is None:  # urllib3 1.26: on the http.client response it wraps
+        fresh = getattr(getattr(raw, "_original_response", None), "azguard_fresh", False)
+    return bool(fresh)
 
 
 class BreakerLookup:
@@ -710,6 +752,41 @@ class BreakerLookup:
         self._by_url[url] = breaker
         return breaker
 
+    def proxy(self, proxy_url: str) -> HostBreaker:
+        """The breaker of the proxy at ``proxy_url``."""
+        reg = _registry if _registry is not None else registry()
+        return reg.get(self._settings, proxy_breaker_key(proxy_url))
+
+
+def _open_circuit(
+    breaker: HostBreaker,
+    err: CircuitOpenError,
+    request: requests.PreparedRequest,
+    config: GuardConfig,
+    fallback: Optional[Callable[[requests.PreparedRequest, Exception], requests.Response]],
+    connection: Any,
+    now: float,
+) -> requests.Response:
+    """The answer while ``breaker`` is open: the fallback's, a synthetic one, or ``err``."""
+    err.request = request
+    if fallback is not None:
+        # Called inside this handler so that an error it raises carries
+        # the breaker's error as __context__.
+        response = fallback(request, err)
+        if not isinstance(response, requests.Response):
+            raise ConfigError("fallback return value", response, "a requests.Response") from err
+    elif config.fallback_status is not None:
+        from ._fallback import synthetic_response
+
+        response = synthetic_response(request, config.fallback_status, err, now, connection)
+    else:
+        raise err
+    try:
+        hooks().fallback_served(breaker.key)
+    except Exception:  # a metrics back-end must not break requests
+        _log.exception("instrumentation failed on fallback_served")
+    return response
+
 
 def guarded_send(
     breaker: HostBreaker,
@@ -718,41 +795,41 @@ def guarded_send(
     transport: Callable[[], requests.Response],
     fallback: Optional[Callable[[requests.PreparedRequest, Exception], requests.Response]],
     connection: Any,
+    proxy: Optional[HostBreaker] = None,
 ) -> requests.Response:
-    """Run ``transport()`` behind ``breaker`` (see :class:`BreakerLookup`).
+    """Run ``transport()`` behind ``breaker`` (see :class:`BreakerLookup`), and
+    behind ``proxy``, the breaker of the proxy the request goes through.
 
     Open breaker: ``fallback(request, error)`` if given, else a synthetic
-    ``config.fallback_status`` response, else :class:`CircuitOpenError`.
+    ``config.fallback_status`` response, else :class:`CircuitOpenError`
+    (:class:`ProxyCircuitOpenError` for the proxy's).  The outcome counts
+    against whom its evidence blames: the host, the proxy, or nobody.
     """
     clock = (_registry if _registry is not None else registry()).clock
+    proxy_ticket = 0
+    if proxy is not None:
+        try:
+            proxy_ticket = proxy.admit(clock())
+        except CircuitOpenError as err:
+            proxy_err = ProxyCircuitOpenError(err.host, err.retry_at)
+            return _open_circuit(proxy, proxy_err, request, config, fallback, connection, clock())
     try:
         ticket = breaker.admit(clock())
     except CircuitOpenError as err:
-        err.request = request
-        if fallback is not None:
-            # Called inside this handler so that an error it raises carries
-            # the breaker's error as __context__.
-            response = fallback(request, err)
-            if not isinstance(response, requests.Response):
-                raise ConfigError("fallback return value", response, "a requests.Response") from err
-        elif config.fallback_status is not None:
-            from ._fallback import synthetic_response
-
-            response = synthetic_response(request, config.fallback_status, err, clock(), connection)
-        else:
-            raise
-        try:
-            hooks().fallback_served(breaker.key)
-        except Exception:  # a metrics back-end must not break requests
-            _log.exception("instrumentation failed on fallback_served")
-        return response
+        if proxy is not None:
+            proxy.record_neutral(proxy_ticket, clock())
+        return _open_circuit(breaker, err, request, config, fallback, connection, clock())
     try:
         response = transport()
     except BaseException as exc:
-        _record_exception(breaker, ticket, exc, clock())
+        _record_exception(breaker, ticket, exc, clock(), proxy, proxy_ticket)
         raise
     if response.status_code in config.breaker_statuses:
         breaker.record_failure(ticket, clock())
     else:
-        breaker.record_success(ticket, clock())
+        fresh = breaker.storage.state != CLOSED and _fresh(response)
+        breaker.record_success(ticket, clock(), fresh)
+    if proxy is not None:
+        # The proxy carried the request there and back: it works.
+        proxy.record_success(proxy_ticket, clock())
     return response

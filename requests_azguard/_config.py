@@ -204,9 +204,16 @@ def _parse_fallback(name: str, raw: str) -> Optional[int]:
     text = raw.strip().lower()
     if text == "raise":
         return None
-    if re.fullmatch(r"[0-9]{3}", text) and 100 <= int(text) <= 599:
+    # Only an error status: a synthetic 200 would hide an open circuit.
+    if re.fullmatch(r"[0-9]{3}", text) and 400 <= int(text) <= 599:
         return int(text)
-    raise ConfigError(name, raw, "'raise' or an HTTP status code such as 503")
+    raise ConfigError(name, raw, "'raise' or an HTTP status code from 400 to 599 such as 503")
+
+
+def _parse_fail_fast(name: str, raw: str) -> int:
+    if raw.strip().lower() in _OFF:
+        return 0
+    return _parse_int(name, raw, 0, 1_000_000)
 
 
 def _parse_mode(name: str, raw: str) -> str:
@@ -310,10 +317,15 @@ _SPEC: Tuple[_Var, ...] = (
     _Var(
         "AZGUARD_TIMEOUT_FAIL_FAST",
         "timeout_fail_fast",
-        lambda n, r: _parse_int(n, r, 1, 1_000_000),
-        "a whole number from 1 to 1000000",
+        _parse_fail_fast,
+        "a whole number from 0 to 1000000, or off (0)",
     ),
-    _Var("AZGUARD_FALLBACK", "fallback_status", _parse_fallback, "raise or a status code"),
+    _Var(
+        "AZGUARD_FALLBACK",
+        "fallback_status",
+        _parse_fallback,
+        "raise or a 4xx/5xx status code",
+    ),
     _Var("AZGUARD_REDIS_URL", "redis_url", _parse_redis_url, "a redis:// URL"),
     _Var("AZGUARD_DNS_RECHECK", "dns_recheck", _duration_or_off, "a duration or off"),
     _Var(
@@ -425,7 +437,7 @@ def _validate(cfg: GuardConfig) -> None:
     )
     _whole(cfg, "retries", 0)
     _whole(cfg, "breaker_fail_max", 1)
-    _whole(cfg, "timeout_fail_fast", 1)
+    _whole(cfg, "timeout_fail_fast", 0)  # 0: off
     _whole(cfg, "health_retrans_degraded", 0)
     _whole(cfg, "health_retrans_unhealthy", 0)
     _check(
@@ -452,10 +464,10 @@ def _validate(cfg: GuardConfig) -> None:
     )
     fb = cfg.fallback_status
     _check(
-        fb is None or (isinstance(fb, int) and not isinstance(fb, bool) and 100 <= fb <= 599),
+        fb is None or (isinstance(fb, int) and not isinstance(fb, bool) and 400 <= fb <= 599),
         "GuardConfig.fallback_status",
         fb,
-        "None (raise) or an HTTP status code from 100 to 599",
+        "None (raise) or an HTTP status code from 400 to 599",
     )
     if cfg.redis_url is not None:
         _check(

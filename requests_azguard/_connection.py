@@ -17,10 +17,14 @@ from typing import Any, List, Optional, Tuple
 from urllib3.connection import HTTPConnection, HTTPSConnection
 
 from . import _watchdog
+from ._condemn import condemn, condemned_at
 from ._config import GuardConfig
+from ._failure import CONNECT, REQUEST, RESPONSE, ConnFacts, Failure, FlowEvidence, judge
 from ._instrument import NoopInstrumentation, hooks
 from ._keepalive import HOST_CONSTANTS, HOST_KIND, SocketOption, windows_keepalive_vals
-from ._tcpinfo import base_rto, grade, raw_socket, read_vitals
+from ._log import log_decision
+from ._policy import classify
+from ._tcpinfo import answers_probe, base_rto, grade, raw_socket, read_vitals
 from ._validation import Peer, gather, peer_of, reuse_verdict
 
 __all__ = ["AzHTTPConnection", "AzHTTPSConnection", "GuardedConnection"]
@@ -31,6 +35,15 @@ __all__ = ["AzHTTPConnection", "AzHTTPSConnection", "GuardedConnection"]
 # The kernel acts on the first retransmission timer past the deadline, about
 # one minimum RTO (200 ms) later.
 RTO_FACTOR = 3.0
+
+# How long a read timeout waits for the answer to its liveness probe, past
+# the probe itself, within bounds.  Only a timeout the breaker would
+# otherwise count against the host pays it.
+_PROBE_MARGIN_MIN = 0.05
+_PROBE_MARGIN_MAX = 0.5
+_TIMEOUT_KINDS = ("read_timeout", "body_timeout")
+# urllib3 2.x reads a preloaded body inside getresponse(); 1.26 outside it.
+_LEGACY_BODY_READ = not hasattr(HTTPConnection, "is_connected")
 
 
 def _apply(raw: Any, options: List[SocketOption]) -> bool:
@@ -78,6 +91,10 @@ class GuardedConnection:
     azguard_poller: Any = None
     #: (user timeout, tighten, restore) computed for the latest user timeout.
     azguard_inflight_cache: Optional[Tuple[float, List[SocketOption], List[SocketOption]]] = None
+    #: Its pool goes through a proxy (set by the pool).
+    azguard_via_proxy: bool = False
+    #: Connected during the current request (not reused from the pool).
+    azguard_fresh: bool = False
 
     sock: Any
 
@@ -88,13 +105,118 @@ class GuardedConnection:
         # Unset until the connection is up: a CONNECT tunnel sends its own
         # request from inside connect(), before the in-flight options apply.
         self.azguard_raw = None
-        super().connect()  # type: ignore[misc]
+        self.azguard_fresh = True
+        try:
+            super().connect()  # type: ignore[misc]
+        except BaseException as exc:
+            self._azguard_failed(exc, CONNECT)
+            raise
         self.azguard_after_connect(time.monotonic() - start)
 
     def send(self, data: Any) -> None:
-        if not self._azguard_send(data):
-            self.azguard_uncounted = True
-            super().send(data)  # type: ignore[misc]
+        try:
+            if not self._azguard_send(data):
+                self.azguard_uncounted = True
+                super().send(data)  # type: ignore[misc]
+        except OSError as exc:
+            self._azguard_failed(exc, REQUEST)
+            raise
+
+    def getresponse(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            response = super().getresponse(*args, **kwargs)  # type: ignore[misc]
+        except TypeError:
+            raise  # urllib3 1.26 asks with buffering=True first, then without
+        except BaseException as exc:
+            self._azguard_failed(exc, RESPONSE)
+            raise
+        # Read back by the breaker: a success on a fresh connection proves the
+        # host reachable (urllib3 1.26 wraps this object in its own response,
+        # and reads the body there: see _pool._LegacyResponse).
+        response.azguard_fresh = self.azguard_fresh
+        if _LEGACY_BODY_READ:
+            response.azguard_conn = self
+        return response
+
+    def azguard_failed(self, exc: BaseException) -> None:
+        """A failure while urllib3 1.26 read this connection's response body."""
+        self._azguard_failed(exc, RESPONSE)
+
+    # -- failures ----------------------------------------------------------------
+
+    def _azguard_failed(self, exc: BaseException, phase: str) -> None:
+        """Judge a failure where it is first seen and attach the judgement.
+
+        The evidence is gathered here, while the socket is still open; the
+        decision is ``_failure.judge`` (pure); the actions that follow from
+        it for this connection's peer (a condemnation, events, logs) are
+        taken here once, so that the retry and the breaker only read it.
+        """
+        if exc.__dict__.get("azguard_failure") is not None:
+            return  # judged already (a connect() inside send())
+        config = self.azguard_config
+        if config is None:
+            return
+        classified = classify(exc)
+        peer = self.azguard_peer
+        evidence = FlowEvidence()
+        if classified.kind in _TIMEOUT_KINDS and self.sock is not None:
+            evidence = self._azguard_flow_evidence(config)
+        failure = judge(
+            classified,
+            ConnFacts(
+                host=self.azguard_host_label,
+                peer=peer,
+                phase=phase,
+                fresh=self.azguard_fresh,
+                via_proxy=self.azguard_via_proxy,
+                tightened=self.azguard_restore is not None,
+                opened_at=self.azguard_opened_at,
+                condemned_at=None if peer is None else condemned_at(peer),
+                nothing_written=self.azguard_nothing_written,
+                idempotency_key=self.azguard_idempotency_key,
+                body_replayable=self.azguard_body_replayable,
+            ),
+            evidence,
+        )
+        try:
+            exc.azguard_failure = failure  # type: ignore[attr-defined]
+        except AttributeError:
+            return  # an exception type without a __dict__: judged from its type
+        self._azguard_report(failure)
+
+    def _azguard_flow_evidence(self, config: GuardConfig) -> FlowEvidence:
+        raw = self.azguard_raw
+        vitals = read_vitals(raw)
+        if vitals is None:
+            return FlowEvidence()
+        if vitals.unacked or vitals.probes or not config.breaker:
+            # Dead flow already shown, or no breaker to spare a wrong count.
+            return FlowEvidence(vitals.unacked, vitals.probes)
+        peer = self.azguard_peer
+        opened = self.azguard_opened_at
+        seen = None if peer is None else condemned_at(peer)
+        if seen is not None and opened is not None and seen >= opened:
+            return FlowEvidence()  # condemned since it opened: dead already
+        # A live peer answers a probe within one round trip; twice the RTT
+        # plus its variance is a generous wait, bounded both ways.
+        answer = 2 * (vitals.rtt + 4 * vitals.rttvar)
+        margin = min(max(answer, _PROBE_MARGIN_MIN), _PROBE_MARGIN_MAX)
+        return FlowEvidence(0, 0, answers_probe(raw, margin))
+
+    def _azguard_report(self, failure: Failure) -> None:
+        host = failure.host
+        instrumentation = hooks()
+        if failure.dead_flow == "blackhole":
+            instrumentation.blackhole(host)
+            log_decision("blackhole", host=host, peer=failure.peer, errno=failure.errno_name)
+        instrumentation.error(host, failure.errno_name or failure.kind)
+        if failure.decision.evict and self.sock is not None:
+            instrumentation.connection_evicted(host, failure.kind)
+        if failure.decision.condemn and failure.peer is not None:
+            condemn(failure.peer, time.monotonic())
+            instrumentation.condemned(host, 1)
+            log_decision("condemn", host=host, peer=failure.peer, reason=failure.kind)
 
     # -- connect ---------------------------------------------------------------
 
@@ -157,6 +279,7 @@ class GuardedConnection:
     # -- per request -----------------------------------------------------------
 
     def azguard_begin_request(self) -> None:
+        self.azguard_fresh = False
         self.azguard_bytes_sent = 0
         self.azguard_uncounted = False
         self.azguard_idempotency_key = False

@@ -35,7 +35,9 @@ from requests.adapters import HTTPAdapter
 from . import _netns
 from ._config import GuardConfig, parse_duration
 from ._errors import ConfigError
+from ._failure import failure_of
 from ._instrument import NoopInstrumentation, add_instrumentation, remove_instrumentation
+from ._policy import FLOW
 
 __all__ = [
     "DrillOptions",
@@ -56,6 +58,9 @@ _STUCK = "still waiting at the end of the drill"
 
 # One request's outcome: (start, seconds from drill start; latency, seconds; error label or None).
 Record = Tuple[float, float, Optional[str]]
+
+#: Appended to the label of a failure the guard judged to be a dead flow.
+DEAD_FLOW = " (dead flow)"
 
 
 # ---------------------------------------------------------------------------
@@ -231,6 +236,7 @@ class SideResult:
 
     def summary(self, fault_at: float) -> Dict[str, Any]:
         lat = sorted(r[1] for r in self.records)
+        ok_lat = sorted(r[1] for r in self.records if r[2] is None)
         after = [r for r in self.records if r[0] + r[1] >= fault_at]
         failures = self.failures()
         return {
@@ -238,6 +244,11 @@ class SideResult:
             "ok": len(self.records) - sum(failures.values()),
             "failed": sum(failures.values()),
             "failures_by_error": failures,
+            # failures the guard's evidence put on a dead flow, not on the host
+            "dead_flow_failures": sum(n for k, n in failures.items() if k.endswith(DEAD_FLOW)),
+            "circuit_open": sum(n for k, n in failures.items() if "CircuitOpenError" in k),
+            "p50_ok_s": _percentile(ok_lat, 50),
+            "p99_ok_s": _percentile(ok_lat, 99),
             "stuck": failures.get(_STUCK, 0),
             "p50_s": _percentile(lat, 50),
             "p99_s": _percentile(lat, 99),
@@ -433,6 +444,9 @@ def _worker(
             resp.close()
         except Exception as exc:  # every failure is a data point, not a crash
             err = error_label(exc)
+            failure = failure_of(exc)
+            if failure is not None and failure.blame == FLOW:
+                err += DEAD_FLOW  # the guard's evidence: the path, not the host
         t1 = time.monotonic()
         side.inflight[idx] = None
         records.append((t0 - start, t1 - t0, err))
@@ -634,6 +648,8 @@ def format_report(result: DrillResult) -> str:
     rows: List[Tuple[str, str, str]] = [
         ("requests", _fmt_n(p["requests"]), _fmt_n(g["requests"])),
         ("failed", _fmt_n(p["failed"]), _fmt_n(g["failed"])),
+        ("  on dead flows", "-", _fmt_n(g["dead_flow_failures"])),
+        ("  circuit open", _fmt_n(p["circuit_open"]), _fmt_n(g["circuit_open"])),
     ]
     labels = list(dict.fromkeys([*p["failures_by_error"], *g["failures_by_error"]]))
     for label in labels:

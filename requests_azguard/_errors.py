@@ -11,7 +11,13 @@ from typing import Any, Optional
 
 import requests
 
-__all__ = ["AzGuardError", "BlackHoleError", "CircuitOpenError", "ConfigError"]
+__all__ = [
+    "AzGuardError",
+    "BlackHoleError",
+    "CircuitOpenError",
+    "ConfigError",
+    "ProxyCircuitOpenError",
+]
 
 
 class AzGuardError(Exception):
@@ -49,3 +55,11 @@ class BlackHoleError(
     """A flow was judged black-holed (the peer's TCP stopped answering) and the
     request could not be replayed safely.  Like requests' ``ConnectTimeout`` it
     is both a ``ConnectionError`` and a ``Timeout``."""
+
+
+class ProxyCircuitOpenError(CircuitOpenError, requests.exceptions.ProxyError):
+    """The circuit breaker of the *proxy* a request goes through is open:
+    failures to reach or tunnel through a proxy count against the proxy's
+    ``scheme://host:port``, never the target's.  Both a ``CircuitOpenError``
+    and a ``requests.exceptions.ProxyError``, which plain requests raises
+    for a proxy it cannot use."""

@@ -35,15 +35,34 @@ from urllib3 import exceptions as u3
 from ._errors import ConfigError
 
 __all__ = [
+    "BLAMES",
+    "CONNECTION",
     "DEFAULT_TABLE",
+    "FLOW",
+    "HOST",
+    "NOBODY",
+    "PROXY",
     "Classified",
     "Decision",
     "classify",
     "decision_for",
+    "is_body_error",
     "iter_chain",
     "reset_decisions",
     "set_decision",
 ]
+
+
+#: Whom a failure blames (``Decision.blame`` and ``Failure.blame``).
+HOST: Final = "host"  # the target host: counts toward its breaker
+PROXY: Final = "proxy"  # the proxy in front of it: counts toward the proxy's breaker
+FLOW: Final = "flow"  # one dead flow (the path, not the host): counts for nobody
+NOBODY: Final = "nobody"  # says nothing about any host (e.g. a bad body encoding)
+#: A row's blame that depends on the connection: a *fresh* connection failing
+#: this way blames the host; a pooled one only says that flow died (an idle
+#: close race, a forgotten NAT entry).  Unknown freshness counts as fresh.
+CONNECTION: Final = "connection"
+BLAMES: Final = (HOST, PROXY, FLOW, NOBODY, CONNECTION)
 
 
 class Decision(NamedTuple):
@@ -52,17 +71,17 @@ class Decision(NamedTuple):
     evict: bool = False  # close this connection, never reuse it
     condemn: bool = False  # older idle connections to the same peer are not reused
     retry: bool = False  # a fresh connection may succeed (safety is checked apart)
-    breaker: bool = False  # counts as a breaker failure if it is the final outcome
+    blame: str = HOST  # whom the failure counts against (HOST, CONNECTION, FLOW, NOBODY)
     fail_fast: bool = False  # stop now: retrying cannot help
-    timeout: bool = False  # counts toward the consecutive-timeouts signal
+    timeout: bool = False  # a connect timeout: counts toward AZGUARD_TIMEOUT_FAIL_FAST
 
 
 # A flow the path killed says nothing about the host (new flows work after a
 # migration); the replay on a fresh connection, or its failure, does.
-_DEAD_FLOW = Decision(evict=True, condemn=True, retry=True)
-_ONE_CONN = Decision(evict=True, retry=True, breaker=True)
-_NO_ROUTE = Decision(evict=True, condemn=True, breaker=True, fail_fast=True)
-_CANNOT_CONNECT = Decision(breaker=True, fail_fast=True)
+_DEAD_FLOW = Decision(evict=True, condemn=True, retry=True, blame=FLOW)
+_ONE_CONN = Decision(evict=True, retry=True, blame=CONNECTION)
+_NO_ROUTE = Decision(evict=True, condemn=True, blame=CONNECTION, fail_fast=True)
+_CANNOT_CONNECT = Decision(blame=HOST, fail_fast=True)
 
 #: The decision table.  Keys are errno names or failure kinds.
 DEFAULT_TABLE: Final[Mapping[str, Decision]] = {
@@ -76,7 +95,7 @@ DEFAULT_TABLE: Final[Mapping[str, Decision]] = {
     "ECONNABORTED": _ONE_CONN,
     "peer_closed": _ONE_CONN,  # RemoteDisconnected: closed before answering
     "tls_eof": _ONE_CONN,  # TLS unexpected EOF
-    # routes
+    # routes: a fresh connection that finds none says the host is unreachable
     "EHOSTUNREACH": _NO_ROUTE,
     "ENETUNREACH": _NO_ROUTE,
     "ENETDOWN": _NO_ROUTE,
@@ -84,13 +103,27 @@ DEFAULT_TABLE: Final[Mapping[str, Decision]] = {
     # connecting
     "ECONNREFUSED": _CANNOT_CONNECT,
     "dns": _CANNOT_CONNECT,
-    "connect_timeout": Decision(retry=True, breaker=True, timeout=True),
+    # A host that swallows SYNs: the one failure that may open the breaker at
+    # once (AZGUARD_TIMEOUT_FAIL_FAST consecutive ones).
+    "connect_timeout": Decision(retry=True, blame=HOST, timeout=True),
     # waiting for the answer: the connection's state is unknown afterwards.
     # Not retried: the caller's read timeout is a budget, and retrying would
-    # multiply it; black-holed flows are caught sooner by the watchdog.
-    "read_timeout": Decision(evict=True, breaker=True, timeout=True),
+    # multiply it; black-holed flows are caught sooner by the watchdog.  It
+    # blames the host as one ordinary failure (the server may just be slow
+    # on one endpoint), and only when the connection shows its TCP alive
+    # (see _connection): a dead flow's timeout blames nobody.
+    "read_timeout": Decision(evict=True, blame=HOST),
+    # the body broke after the headers (short Content-Length, a chunk cut
+    # off, the peer closing mid-body): a fresh connection may carry it whole.
+    "body_broken": Decision(evict=True, retry=True, blame=CONNECTION),
+    # the body stalled mid-way: like read_timeout, a budget not to multiply
+    "body_timeout": Decision(evict=True, blame=HOST),
+    # the body arrived but cannot be decoded: about that response, not the host
+    "body_decode": Decision(evict=True, blame=NOBODY),
+    # the proxy could not be reached or could not open the tunnel
+    "proxy": Decision(evict=True, blame=PROXY, fail_fast=True),
     # anything else: drop the connection, do not guess further
-    "other": Decision(evict=True, breaker=True),
+    "other": Decision(evict=True, blame=HOST),
 }
 
 _lock = threading.Lock()
@@ -102,7 +135,9 @@ def set_decision(kind: str, decision: Decision) -> None:
     if kind not in DEFAULT_TABLE:
         raise ConfigError("kind", kind, "one of " + ", ".join(sorted(DEFAULT_TABLE)))
     if not isinstance(decision, Decision):
-        raise ConfigError("decision", decision, "a requests_azguard.Decision")
+        raise ConfigError("decision", decision, "a requests_azguard._policy.Decision")
+    if decision.blame not in BLAMES:
+        raise ConfigError("Decision.blame", decision.blame, "one of " + ", ".join(BLAMES))
     with _lock:
         _overrides[kind] = decision
 
@@ -149,14 +184,38 @@ _DNS_ERRORS: Final = tuple(
 )
 
 
+def is_body_error(exc: BaseException) -> bool:
+    """Did urllib3 raise ``exc`` while reading a response body (after the headers)?
+
+    Those are the errors requests maps itself when it reads the body
+    (``ChunkedEncodingError``, ``ContentDecodingError``, ``ConnectionError``):
+    urllib3's response raises ``ProtocolError("Connection broken: ...")`` (or
+    "Response ended prematurely", ``InvalidChunkLength``), ``DecodeError`` and
+    ``ReadTimeoutError`` without a URL, where the pool raises
+    ``ProtocolError("Connection aborted.")`` and ``ReadTimeoutError`` with the
+    request's URL for the same failures before the headers, on both lines.
+    """
+    if isinstance(exc, u3.ProtocolError):
+        return not (exc.args and exc.args[0] == "Connection aborted.")
+    if isinstance(exc, u3.ReadTimeoutError):
+        return exc.url is None
+    return isinstance(exc, u3.DecodeError)
+
+
 def _kind_of(exc: BaseException) -> Optional[str]:
     """The row for one exception on its own, or None if it only wraps others."""
     if getattr(exc, "azguard_blackhole", False):
         return "blackhole"
+    if isinstance(exc, u3.ProxyError):
+        return "proxy"
     if isinstance(exc, _DNS_ERRORS):
         return "dns"
     if isinstance(exc, u3.ConnectTimeoutError) and not isinstance(exc, u3.NewConnectionError):
         return "connect_timeout"
+    if isinstance(exc, u3.HTTPError) and is_body_error(exc):
+        if isinstance(exc, u3.ReadTimeoutError):
+            return "body_timeout"
+        return "body_decode" if isinstance(exc, u3.DecodeError) else "body_broken"
     if isinstance(exc, u3.ReadTimeoutError):
         return "read_timeout"
     if isinstance(exc, ssl.SSLEOFError) or (
@@ -175,8 +234,11 @@ def _kind_of(exc: BaseException) -> Optional[str]:
 
 
 # Rows that explain a failure better than the wrappers around them; the chain
-# is searched for these first (a NewConnectionError wraps ECONNREFUSED).
-_SPECIFIC_FIRST: Final = ("blackhole", "dns", "tls_eof")
+# is searched for these first (a NewConnectionError wraps ECONNREFUSED; a
+# ProxyError wraps whatever stopped the proxy).
+_SPECIFIC_FIRST: Final = ("blackhole", "proxy", "dns", "tls_eof", "body_decode")
+# Rows found on wrappers, which a precise errno row further in beats.
+_GENERIC: Final = ("other", "read_timeout", "peer_closed", "body_broken", "body_timeout")
 
 
 def classify(exc: BaseException) -> Classified:
@@ -190,7 +252,7 @@ def classify(exc: BaseException) -> Classified:
             kinds.append(kind)
     # Prefer a precise errno row over the generic ones found on wrappers.
     for kind in kinds:
-        if kind not in ("other", "read_timeout", "peer_closed"):
+        if kind not in _GENERIC:
             return Classified(kind, _errno_name(exc), decision_for(kind))
     kind = kinds[0] if kinds else "other"
     return Classified(kind, _errno_name(exc), decision_for(kind))

@@ -14,6 +14,7 @@ import threading
 from typing import Any, Dict, List, Optional, Tuple, Type
 
 import urllib3.connection
+import urllib3.response
 from requests.structures import CaseInsensitiveDict
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.poolmanager import PoolManager, ProxyManager
@@ -55,16 +56,47 @@ preload = _Preload()
 
 class _Attempt:
     """One thread's attempt in progress on one pool: the request facts that
-    urlopen saw, until _get_conn prepares the connection with them, and then
-    that connection, for AzRetry.increment (urllib3 calls it without the
-    connection) until the connection goes back to the pool.  One object per
-    thread and pool, reused: each thread-local lookup costs."""
+    urlopen saw, until _get_conn prepares the connection with them.  One
+    object per thread and pool, reused: each thread-local lookup costs."""
 
-    __slots__ = ("conn", "request")
+    __slots__ = ("request",)
 
     def __init__(self) -> None:
-        self.conn: Optional[GuardedConnection] = None
         self.request: Optional[Tuple[str, Any, Any, Any]] = None
+
+
+class _LegacyResponse(urllib3.response.HTTPResponse):
+    """urllib3 1.26's response, through its pools' ``ResponseCls`` hook.
+
+    1.26 reads a preloaded body here, outside the connection's
+    ``getresponse``: a failure while reading it is judged by the connection
+    that served it, like every other failure (urllib3 2.x reads it inside
+    ``getresponse``).  And it reads it the way requests reads a body
+    (``stream()``, as ``iter_content`` does), not with one ``read()``: on
+    1.26 the latter raises for a body short of its Content-Length, which
+    requests itself accepts, so preloading would fail where plain requests
+    does not.
+    """
+
+    @classmethod
+    def from_httplib(cls, r: Any, **response_kw: Any) -> Any:
+        try:
+            if not response_kw.get("preload_content", True):
+                return super().from_httplib(r, **response_kw)  # type: ignore[misc]
+            response_kw["preload_content"] = False
+            response = super().from_httplib(r, **response_kw)  # type: ignore[misc]
+            decode = response_kw.get("decode_content", True)
+            response._body = b"".join(response.stream(_CHUNK, decode_content=decode))
+            return response
+        except BaseException as exc:
+            conn = getattr(r, "azguard_conn", None)
+            if conn is not None:
+                conn.azguard_failed(exc)
+            raise
+
+
+# The size of the reads that preload a body on urllib3 1.26.
+_CHUNK = 64 * 1024
 
 
 def _body_replayable(body: Any) -> bool:
@@ -104,11 +136,6 @@ class GuardedPool:
             attempt = local.attempt = _Attempt()
         return attempt
 
-    def azguard_attempt(self) -> Optional[GuardedConnection]:
-        """The connection this thread's current attempt is using (for AzRetry)."""
-        attempt: Optional[_Attempt] = getattr(self._azguard_local, "attempt", None)
-        return None if attempt is None else attempt.conn
-
     def _new_conn(self) -> Any:
         conn = super()._new_conn()  # type: ignore[misc]
         if isinstance(conn, GuardedConnection) and self.azguard_config is not None:
@@ -117,6 +144,7 @@ class GuardedPool:
             conn.azguard_host_label = f"{scheme}://{self.host}:{self.port}"
             proxy = self.proxy
             if proxy is not None and proxy.host:
+                conn.azguard_via_proxy = True
                 conn.azguard_dns_target = (proxy.host, proxy.port or 80)
             else:
                 conn.azguard_dns_target = (self.host, self.port or 80)
@@ -144,7 +172,6 @@ class GuardedPool:
             _watchdog.claim(conn)
         conn.azguard_begin_request()
         attempt = self._azguard_attempt_record()
-        attempt.conn = conn
         # Prepared here rather than in _make_request: overriding that hook
         # means repacking its dozen keyword arguments on every request.
         request = attempt.request
@@ -170,9 +197,6 @@ class GuardedPool:
     def _put_conn(self, conn: Any) -> None:
         if isinstance(conn, GuardedConnection):
             conn.azguard_put_back()
-            attempt: Optional[_Attempt] = getattr(self._azguard_local, "attempt", None)
-            if attempt is not None and attempt.conn is conn:
-                attempt.conn = None  # done with; another thread may take it now
         super()._put_conn(conn)  # type: ignore[misc]
 
     def urlopen(
@@ -248,10 +272,14 @@ def _has_idempotency_key(headers: Any) -> bool:
 # base's, whose third positional differs; HTTPConnectionPool's is the real one.
 class AzHTTPConnectionPool(GuardedPool, HTTPConnectionPool):  # type: ignore[misc]
     ConnectionCls = AzHTTPConnection
+    if not _URLLIB3_ASKS_CONNECTION:
+        ResponseCls = _LegacyResponse
 
 
 class AzHTTPSConnectionPool(GuardedPool, HTTPSConnectionPool):  # type: ignore[misc]
     ConnectionCls = AzHTTPSConnection
+    if not _URLLIB3_ASKS_CONNECTION:
+        ResponseCls = _LegacyResponse
 
 
 def _pool_classes() -> Dict[str, Type[HTTPConnectionPool]]:

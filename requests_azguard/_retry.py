@@ -16,20 +16,18 @@ nothing of it was sent yet.  A POST is never sent twice unless the user opts in.
 
 from __future__ import annotations
 
-import time
 from types import TracebackType
 from typing import Any, Dict, Final, NamedTuple, Optional
 
 from urllib3.exceptions import MaxRetryError
 from urllib3.util.retry import Retry
 
-from ._condemn import condemn
 from ._config import RETRY_NON_IDEMPOTENT_MODES
 from ._errors import ConfigError
+from ._failure import failure_of, unattached
 from ._instrument import hooks
 from ._log import log_decision
-from ._policy import Classified, Decision, classify, decision_for
-from ._tcpinfo import read_vitals
+from ._policy import Decision
 
 __all__ = ["AzRetry", "ReplayFacts", "replay_reason"]
 
@@ -132,22 +130,27 @@ class AzRetry(Retry):
     ) -> AzRetry:
         if error is None:
             return super().increment(method, url, response, error, _pool, _stacktrace)
-        attempt = getattr(_pool, "azguard_attempt", None)
-        conn = attempt() if attempt is not None else None
-        classified = classify(error)
-        if conn is not None:
-            classified = _act_on_failure(conn, classified, error)
-        facts = _replay_facts(self, method, conn)
-        reason = replay_reason(classified.decision, facts, self.azguard_mode)
-        host = getattr(conn, "azguard_host_label", None) or str(url)
+        # Judged by the connection where it failed (_connection); a failure
+        # before any guarded connection was involved is judged from its type.
+        failure = failure_of(error) or unattached(error)
+        idempotent = method is not None and self.azguard_idempotent(method)
+        facts = ReplayFacts(
+            idempotent,
+            failure.nothing_written,
+            failure.idempotency_key,
+            failure.body_replayable,
+        )
+        reason = replay_reason(failure.decision, facts, self.azguard_mode)
+        host = failure.host or str(url)
         log_decision(
             "retry" if reason else "error",
             host=host,
-            reason=reason or classified.kind,
-            peer=getattr(conn, "azguard_peer", None),
-            errno=classified.errno_name,
+            reason=reason or failure.kind,
+            peer=failure.peer,
+            errno=failure.errno_name,
             method=method,
-            failure=classified.kind,
+            failure=failure.kind,
+            blame=failure.blame,
         )
         if reason is None:
             if self._urllib3_refuses(method, error):
@@ -162,62 +165,10 @@ class AzRetry(Retry):
             # Otherwise end as an exhausted Retry ends, so that requests maps
             # it to the usual exception (ConnectionError, ConnectTimeout, SSLError).
             raise MaxRetryError(_pool, url, error) from error
-        if conn is not None:
-            hooks().retry(conn.azguard_host_label, reason)
+        if failure.host:
+            hooks().retry(failure.host, reason)
         if facts.idempotent:
             return super().increment(method, url, response, error, _pool, _stacktrace)
         forced = self.new()
         forced._azguard_force = True
         return Retry.increment(forced, method, url, response, error, _pool, _stacktrace)
-
-
-def _replay_facts(retry: AzRetry, method: Optional[str], conn: Any) -> ReplayFacts:
-    idempotent = method is not None and retry.azguard_idempotent(method)
-    if conn is None:
-        # No guarded connection was involved (an error before one was taken):
-        # only urllib3's own rule applies.
-        return ReplayFacts(idempotent, False, False, False)
-    return ReplayFacts(
-        idempotent=idempotent,
-        nothing_written=conn.azguard_nothing_written,
-        idempotency_key=conn.azguard_idempotency_key,
-        body_replayable=conn.azguard_body_replayable,
-    )
-
-
-def _act_on_failure(conn: Any, classified: Classified, error: Exception) -> Classified:
-    """Judge, report and condemn; urllib3 closes the failed connection itself."""
-    host = conn.azguard_host_label
-    if _is_blackhole(conn, classified):
-        classified = Classified("blackhole", classified.errno_name, decision_for("blackhole"))
-        # Marked on the error so that classify() says so wherever it travels
-        # (the breaker, the adapter raising BlackHoleError).
-        error.azguard_blackhole = True  # type: ignore[attr-defined]
-        hooks().blackhole(host)
-        log_decision("blackhole", host=host, peer=conn.azguard_peer, errno=classified.errno_name)
-    instrumentation = hooks()
-    instrumentation.error(host, classified.errno_name or classified.kind)
-    if classified.decision.evict and conn.sock is not None:
-        instrumentation.connection_evicted(host, classified.kind)
-    if classified.decision.condemn and conn.azguard_peer is not None:
-        condemn(conn.azguard_peer, time.monotonic())
-        instrumentation.condemned(host, 1)
-        log_decision("condemn", host=host, peer=conn.azguard_peer, reason=classified.kind)
-    return classified
-
-
-def _is_blackhole(conn: Any, classified: Classified) -> bool:
-    """Did the path under this flow die, rather than the server go quiet?"""
-    if classified.kind == "ETIMEDOUT" and conn.azguard_tightened:
-        # The kernel gave up on unacknowledged data or unanswered probes
-        # within the in-flight bounds the watchdog set.
-        return True
-    if classified.kind == "read_timeout" and conn.sock is not None:
-        # The caller's read timeout fired first (a request that could not be
-        # replayed keeps the generous bounds).  The socket is still open:
-        # if our own bytes are unacknowledged or probes unanswered, the peer's
-        # TCP is gone, which a slow server's TCP never is.
-        vitals = read_vitals(conn.azguard_raw)
-        if vitals is not None and (vitals.unacked > 0 or vitals.probes > 0):
-            return True
-    return False

@@ -16,7 +16,8 @@ from __future__ import annotations
 import socket
 import struct
 import sys
-from typing import TYPE_CHECKING, Any, Dict, NamedTuple, Optional, Tuple, Union
+import time
+from typing import TYPE_CHECKING, Any, Callable, Dict, NamedTuple, Optional, Tuple, Union
 
 if TYPE_CHECKING:
     from ._config import GuardConfig
@@ -32,6 +33,7 @@ __all__ = [
     "UNHEALTHY",
     "TcpInfo",
     "TcpVitals",
+    "answers_probe",
     "base_rto",
     "grade",
     "parse_tcp_info",
@@ -387,3 +389,63 @@ def grade(info: Union[TcpInfo, TcpVitals], config: GuardConfig) -> str:
     if info.rtt > config.health_rtt_degraded or stalls > config.health_retrans_degraded:
         return DEGRADED
     return HEALTHY
+
+
+# probes (offset 3) and last_ack_recv (offset 56, ms since the peer's TCP last
+# sent anything: every segment it sends carries an ACK).
+_ACK_AGE = struct.Struct("=3xB52xI")
+# Kernel timers tick every 1-4 ms (HZ): an ACK younger than the probe by less
+# than that cannot be told from one that came just before it.
+_TICK = 0.005
+
+
+def _ack_age(raw: Any) -> Optional[Tuple[int, float]]:
+    try:
+        probes, age_ms = _ACK_AGE.unpack(
+            raw.getsockopt(socket.IPPROTO_TCP, TCP_INFO_OPT, _ACK_AGE.size)
+        )
+    except (OSError, struct.error, AttributeError):
+        return None
+    return probes, age_ms / 1e3
+
+
+def answers_probe(
+    raw: Any,
+    margin: float,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Optional[bool]:
+    """Does the peer's TCP still answer?  (Linux; None where it cannot be asked.)
+
+    Used when a read timeout fires with nothing of ours unacknowledged: a slow
+    server and a black-holed flow then look alike, so one keepalive probe is
+    sent and the flow is alive if anything comes back.  Setting ``TCP_KEEPIDLE``
+    on a connection already idle that long re-arms the keepalive timer at once
+    (``tcp_sock_set_keepidle``), so the probe leaves immediately, or one second
+    after the peer's last segment for a shorter timeout.  ``margin`` is how
+    long to wait for the answer after that (a few RTTs).  Callers close the
+    socket afterwards, so its options are not restored.
+    """
+    if not IS_LINUX:
+        return None
+    first = _ack_age(raw)
+    if first is None:
+        return None
+    try:
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        start = clock()
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 1)
+    except (OSError, AttributeError):
+        return None
+    probe_at = start + max(0.0, 1.0 - first[1])
+    deadline = probe_at + margin
+    while True:
+        now = clock()
+        seen = _ack_age(raw)
+        if seen is None:
+            return None
+        if seen[1] + _TICK < now - start:
+            return True  # the peer sent something after we asked
+        if now >= deadline:
+            return False
+        sleep(min(0.01, max(0.0, deadline - now)))

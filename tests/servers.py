@@ -59,6 +59,9 @@ class Action:
     # server stops) before sending the rest: a response that stops mid-body.
     partial: Optional[int] = None
     stall: float = 0.0
+    # Send these bytes as the whole response (status line included), then
+    # close with FIN: malformed or truncated responses.
+    raw: Optional[bytes] = None
 
     @classmethod
     def ok(cls, body: bytes = b"ok", **kw: object) -> Action:
@@ -194,6 +197,10 @@ class HTTPTestServer:
                     return
                 if action.delay:
                     self._stop.wait(action.delay)
+                if action.raw is not None:
+                    sock.sendall(action.raw)
+                    sock.close()
+                    return
                 self._respond(sock, action)
                 if action.close:
                     sock.close()

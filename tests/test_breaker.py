@@ -31,6 +31,7 @@ from requests_azguard._breaker import (
     registry,
     reset_breakers,
 )
+from requests_azguard._failure import failure_of
 from requests_azguard._fallback import FALLBACK_HEADER
 from requests_azguard._instrument import NoopInstrumentation, add_instrumentation
 from requests_azguard._policy import classify
@@ -342,11 +343,17 @@ def test_refused_host_fails_fast_without_sockets_then_one_trial_closes(
     assert registry().breakers()[0].state == CLOSED
 
 
-def test_blackholed_host_opens_on_consecutive_timeouts(clock: Clock, blackhole: str) -> None:
-    cfg = GuardConfig(retries=0, breaker_fail_max=50, timeout_fail_fast=2)
+def test_wedged_host_trips_after_fail_max_read_timeouts(clock: Clock, blackhole: str) -> None:
+    # The kernel accepts and acknowledges (the listener never accepts), the
+    # application never answers: the flow's TCP is alive, so each read
+    # timeout blames the host, as one ordinary failure.  The connect-timeout
+    # rule (timeout_fail_fast=1) must not fire on read timeouts.
+    cfg = GuardConfig(retries=0, breaker_fail_max=3, timeout_fail_fast=1)
     s = session(cfg)
-    errors = fail(s, blackhole, 2, timeout=(1.0, 0.05))
-    assert all(classify(e).decision.timeout for e in errors)
+    errors = fail(s, blackhole, 3, timeout=(1.0, 0.05))
+    assert all(isinstance(e, requests.ReadTimeout) for e in errors), errors
+    assert all(failure_of(e) is not None and failure_of(e).blame == "host" for e in errors)  # type: ignore[union-attr]
+    assert not any(classify(e).decision.timeout for e in errors)
     with socket_audit() as events:
         for _ in range(1000):
             with pytest.raises(CircuitOpenError):
@@ -359,6 +366,15 @@ def test_blackholed_host_opens_on_consecutive_timeouts(clock: Clock, blackhole: 
         with pytest.raises(CircuitOpenError):
             s.get(blackhole, timeout=(1.0, 0.05))
     assert [e for e, _ in events].count("socket.connect") == 1
+
+
+def test_read_timeouts_never_open_at_once(clock: Clock, blackhole: str) -> None:
+    # Two read timeouts with timeout_fail_fast=2 used to open the breaker:
+    # a slow endpoint then blacked out its whole host.
+    cfg = GuardConfig(retries=0, breaker_fail_max=50, timeout_fail_fast=2)
+    s = session(cfg)
+    fail(s, blackhole, 4, timeout=(1.0, 0.05))
+    assert registry().breakers()[0].state == CLOSED
 
 
 def test_half_open_lets_one_trial_through_while_others_fail_fast(
@@ -508,8 +524,10 @@ def test_behind_a_proxy_the_target_is_guarded(clock: Clock, server: HTTPTestServ
             # Same proxy, healthy target: not affected.
             assert s.get(server.url, timeout=5, proxies=proxies).text == "ok"
             assert len(proxy.client_socks) >= 4  # every attempt went through the proxy
-            keys = {b.key for b in registry().breakers()}
-            assert keys == {dead_url, server.url}
+            states = {b.key: b.state for b in registry().breakers()}
+            # The proxy answered every time (502 for the dead target): its
+            # own breaker is there, and closed.
+            assert states == {dead_url: OPEN, server.url: CLOSED, proxy.url: CLOSED}
     finally:
         dead.close()
 

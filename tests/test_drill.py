@@ -26,7 +26,10 @@ from requests_azguard._drill import (
 )
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SUMMARY_KEYS = {"requests", "failed", "p50_s", "p99_s", "max_s", "failures_by_error", "retries"}
+SUMMARY_KEYS = {
+    "requests", "failed", "p50_s", "p99_s", "max_s", "failures_by_error", "retries",
+    "dead_flow_failures", "circuit_open", "p50_ok_s", "p99_ok_s",
+}  # fmt: skip
 
 
 def _drill_json(capsys: pytest.CaptureFixture[str], *args: str) -> Tuple[Dict[str, Any], str]:
@@ -276,3 +279,37 @@ def test_report_counts_percentiles_and_failures_from_the_records() -> None:
     assert "ReadTimeout" in text and "5.00 s" in text
     # A POST that failed on the guarded side gets the "nothing written" explanation.
     assert "not idempotent" in text
+
+
+@pytest.mark.parametrize("fault", ["reset", "fin", "blackhole"])
+def test_post_drill_fails_no_more_than_plain_and_opens_no_breaker(fault: str) -> None:
+    """A POST in flight when its flow dies cannot be replayed by either side;
+    the guard must not add failures of its own (a breaker that blamed the
+    host for dead flows did: hundreds of CircuitOpenError)."""
+    if fault == "blackhole":
+        need_root()
+        for tool in ("nft", "conntrack", "ip"):
+            need_tool(tool)
+    threads = 3
+    # A slow server keeps each thread's request in flight nearly all the time,
+    # so the fault finds one in flight per thread on both sides.
+    proc = subprocess.run(
+        [
+            sys.executable, "-m", "requests_azguard", "drill", "--fault", fault,
+            "--method", "POST", "--duration", "8", "--fault-at", "2",
+            "--threads", str(threads), "--server-delay", "300ms", "--timeout", "2,3",
+            "--json", "--quiet",
+        ],
+        capture_output=True, text=True, timeout=120, cwd=REPO,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    plain, guarded = data["plain"], data["guarded"]
+    _check_side(plain)
+    _check_side(guarded)
+    assert plain["failed"] >= 1, plain  # the fault really hit requests in flight
+    assert guarded["circuit_open"] == 0, guarded
+    # At most the requests in flight at the fault, each on a dead flow.
+    assert guarded["failed"] <= threads, guarded
+    assert guarded["dead_flow_failures"] == guarded["failed"], guarded
+    assert guarded["ok"] >= plain["ok"] * 0.5, (plain, guarded)  # it kept working after

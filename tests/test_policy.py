@@ -49,7 +49,7 @@ def test_rst_after_reading_the_request() -> None:
     with HTTPTestServer(lambda r: Action(kind="rst")) as srv:
         c = classify(_fail(srv.url))
     assert (c.kind, c.errno_name) == ("ECONNRESET", "ECONNRESET")
-    assert c.decision == Decision(evict=True, retry=True, breaker=True)
+    assert c.decision == Decision(evict=True, retry=True, blame="connection")
 
 
 def test_fin_without_a_response() -> None:
@@ -73,7 +73,7 @@ def test_refused_port_fails_fast() -> None:
         port = s.getsockname()[1]  # bound, never listening: refused
         c = classify(_fail(f"http://127.0.0.1:{port}/"))
     assert (c.kind, c.errno_name) == ("ECONNREFUSED", "ECONNREFUSED")
-    assert c.decision.fail_fast and c.decision.breaker and not c.decision.retry
+    assert c.decision.fail_fast and c.decision.blame == "host" and not c.decision.retry
 
 
 def test_epipe_while_writing_a_large_body() -> None:
@@ -99,7 +99,7 @@ def test_connect_timeout() -> None:
         filler.close()
         listener.close()
     assert c.kind == "connect_timeout"
-    assert c.decision.timeout and c.decision.breaker and not c.decision.evict
+    assert c.decision.timeout and c.decision.blame == "host" and not c.decision.evict
 
 
 def test_read_timeout() -> None:
@@ -107,7 +107,8 @@ def test_read_timeout() -> None:
         exc = _fail(srv.url, timeout=(2, 0.2))
     c = classify(exc)
     assert c.kind == "read_timeout"
-    assert c.decision.timeout and c.decision.evict
+    # One ordinary failure: never the connect-timeout fail-fast rule.
+    assert c.decision.evict and not c.decision.timeout and c.decision.blame == "host"
 
 
 def test_tls_unexpected_eof(tls_pair: Tuple[ssl.SSLContext, str]) -> None:
@@ -150,7 +151,7 @@ def test_every_row_is_a_decision() -> None:
 
 
 def test_rows_can_be_overridden_from_python() -> None:
-    custom = Decision(evict=True, retry=False, breaker=False)
+    custom = Decision(evict=True, retry=False, blame="nobody")
     set_decision("ECONNRESET", custom)
     assert decision_for("ECONNRESET") == custom
     with HTTPTestServer(lambda r: Action(kind="rst")) as srv:

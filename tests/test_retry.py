@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import itertools
 import threading
-from typing import Any, Dict
+from typing import Any, Dict, List
 
 import pytest
 import requests
@@ -23,7 +23,7 @@ from requests_azguard._instrument import NoopInstrumentation, add_instrumentatio
 from requests_azguard._policy import Decision
 from requests_azguard._retry import AzRetry, ReplayFacts, replay_reason
 
-RETRY = Decision(evict=True, retry=True, breaker=True)
+RETRY = Decision(evict=True, retry=True, blame="connection")
 
 
 @pytest.mark.parametrize(
@@ -46,7 +46,7 @@ def test_replay_reason(facts: ReplayFacts, mode: str, expected: Any) -> None:
 
 def test_policy_can_forbid_any_replay() -> None:
     facts = ReplayFacts(True, True, True, True)
-    assert replay_reason(Decision(breaker=True, fail_fast=True), facts, "always") is None
+    assert replay_reason(Decision(blame="host", fail_fast=True), facts, "always") is None
     assert replay_reason(Decision(evict=True), facts, "always") is None
 
 
@@ -135,13 +135,36 @@ class _ResetWhenReused(NoopInstrumentation):
 
 
 def _current_connection(session: requests.Session, url: str) -> Any:
+    # The pool holds one connection, checked out right now: the one that
+    # served the previous request (still in the pool's queue slot as None).
     adapter = session.get_adapter(url)
     manager = adapter.poolmanager  # type: ignore[attr-defined]
-    for key in manager.pools.keys():  # noqa: SIM118 - keys() is the safe snapshot
-        conn = manager.pools[key].azguard_attempt()
-        if conn is not None:
-            return conn
-    raise AssertionError("no connection in use")
+    served = [
+        conn
+        for key in manager.pools.keys()  # noqa: SIM118 - keys() is the safe snapshot
+        for conn in _SERVED.get(id(manager.pools[key]), [])
+        if conn.sock is not None
+    ]
+    assert len(served) == 1, served
+    return served[0]
+
+
+_SERVED: Dict[int, List[Any]] = {}
+
+
+@pytest.fixture(autouse=True)
+def _record_connections(monkeypatch: pytest.MonkeyPatch) -> None:
+    from requests_azguard._pool import GuardedPool
+
+    original = GuardedPool._new_conn
+
+    def recording(pool: Any) -> Any:
+        conn = original(pool)
+        _SERVED.setdefault(id(pool), []).append(conn)
+        return conn
+
+    _SERVED.clear()
+    monkeypatch.setattr(GuardedPool, "_new_conn", recording)
 
 
 @pytest.mark.parametrize("mode, replayed", [("unsent", True), ("never", False)])

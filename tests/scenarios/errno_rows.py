@@ -39,7 +39,7 @@ def fail(url: str) -> list:
         s.get(url, timeout=(2, 2))
     except requests.RequestException as exc:
         c = classify(exc)
-        return [c.kind, c.errno_name, c.decision.fail_fast, c.decision.breaker]
+        return [c.kind, c.errno_name, c.decision.fail_fast, c.decision.blame]
     return ["no error", None, False, False]
 
 
