@@ -13,7 +13,9 @@ state names, so it reads the same as a pybreaker breaker's.
 Where the state lives: module-level ``requests.get`` builds a new Session and
 adapter per call and urllib3 evicts pools, so breakers hang off a
 process-wide :class:`BreakerRegistry`, keyed by the breaker settings and by the
-key of the *target* (``scheme://host:port``, the target and not the proxy).
+key of the *target* (``scheme://host:port``); a proxy has a breaker of its own
+under its own key.  Each failure counts against whom its evidence blames
+(``_failure``): the host, the proxy, or nobody for a dead flow.
 
 Memory bound: at most ``max_hosts`` breakers.  A new key past the cap evicts
 the least recently used *closed* breakers (an eighth of the cap at once, so

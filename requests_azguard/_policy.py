@@ -19,6 +19,9 @@ Why the rows are what they are:
 * A fresh connection that cannot be made (refused, DNS) will not be fixed by
   an immediate retry: *fail fast* and let the breaker count it.
 * Whether a retry is *safe* is not decided here: see ``_retry.py``.
+* Whom a failure *blames* (the breaker's evidence) starts from the row's
+  ``blame`` and is settled by the failing connection's facts: see
+  ``_failure.py``.
 """
 
 from __future__ import annotations
