@@ -10,6 +10,7 @@ request is in flight its socket carries tight watchdog options (see
 
 from __future__ import annotations
 
+import socket
 import sys
 import time
 from typing import Any, List, Optional, Tuple
@@ -21,10 +22,24 @@ from ._condemn import condemn, condemned_at
 from ._config import GuardConfig
 from ._failure import CONNECT, REQUEST, RESPONSE, ConnFacts, Failure, FlowEvidence, judge
 from ._instrument import NoopInstrumentation, hooks
-from ._keepalive import HOST_CONSTANTS, HOST_KIND, SocketOption, windows_keepalive_vals
+from ._keepalive import (
+    HOST_CONSTANTS,
+    HOST_KIND,
+    SocketOption,
+    probe_options,
+    windows_keepalive_vals,
+)
 from ._log import log_decision
 from ._policy import classify
-from ._tcpinfo import answers_probe, base_rto, grade, raw_socket, read_vitals
+from ._tcpinfo import (
+    FlowState,
+    answers_probe,
+    base_rto,
+    grade,
+    raw_socket,
+    read_flow,
+    read_vitals,
+)
 from ._validation import Peer, gather, peer_of, reuse_verdict
 
 __all__ = ["AzHTTPConnection", "AzHTTPSConnection", "GuardedConnection"]
@@ -95,6 +110,13 @@ class GuardedConnection:
     azguard_via_proxy: bool = False
     #: Connected during the current request (not reused from the pool).
     azguard_fresh: bool = False
+    #: The current request is ``stream=True``: its body is the caller's.
+    azguard_stream: bool = False
+    #: The watchdog is probing this flow while its request waits.
+    azguard_probing: bool = False
+    #: Why the watchdog aborted the current request ("blackhole",
+    #: "condemned_inflight"), read when the aborted read fails.
+    azguard_verdict: Optional[str] = None
 
     sock: Any
 
@@ -123,13 +145,28 @@ class GuardedConnection:
             raise
 
     def getresponse(self, *args: Any, **kwargs: Any) -> Any:
+        if args or kwargs:
+            # urllib3 1.26 asks with buffering=True first (Python 2's
+            # signature); http.client refuses, and it asks again without.
+            return super().getresponse(*args, **kwargs)  # type: ignore[misc]
+        # A replayable request (only those run tight) is watched while it
+        # waits, so that the watchdog can probe or abort it (_watchdog).
+        watched = self.azguard_restore is not None
+        if watched:
+            _watchdog.watch(self, time.monotonic())
         try:
-            response = super().getresponse(*args, **kwargs)  # type: ignore[misc]
-        except TypeError:
-            raise  # urllib3 1.26 asks with buffering=True first, then without
+            response = super().getresponse()  # type: ignore[misc]
         except BaseException as exc:
+            if watched:
+                _watchdog.unwatch(self)
             self._azguard_failed(exc, RESPONSE)
             raise
+        if watched:
+            _watchdog.unwatch(self)
+            if self.azguard_stream:
+                # The body is now the caller's and cannot be replayed: no
+                # option may end it sooner than plain requests would.
+                self.azguard_relax()
         # Read back by the breaker: a success on a fresh connection proves the
         # host reachable (urllib3 1.26 wraps this object in its own response,
         # and reads the body there: see _pool._LegacyResponse).
@@ -171,6 +208,7 @@ class GuardedConnection:
                 fresh=self.azguard_fresh,
                 via_proxy=self.azguard_via_proxy,
                 tightened=self.azguard_restore is not None,
+                verdict=self.azguard_verdict,
                 opened_at=self.azguard_opened_at,
                 condemned_at=None if peer is None else condemned_at(peer),
                 nothing_written=self.azguard_nothing_written,
@@ -213,10 +251,40 @@ class GuardedConnection:
         instrumentation.error(host, failure.errno_name or failure.kind)
         if failure.decision.evict and self.sock is not None:
             instrumentation.connection_evicted(host, failure.kind)
-        if failure.decision.condemn and failure.peer is not None:
-            condemn(failure.peer, time.monotonic())
-            instrumentation.condemned(host, 1)
-            log_decision("condemn", host=host, peer=failure.peer, reason=failure.kind)
+        peer = failure.peer
+        if failure.decision.condemn and peer is not None:
+            now = time.monotonic()
+            seen = condemned_at(peer)
+            opened = self.azguard_opened_at
+            if seen is None or opened is None or seen < opened:
+                # A new event; a flow opened before the last condemnation died
+                # in the same one and is only counted (as its verdict).
+                condemn(peer, now)
+                instrumentation.condemned(host, 1)
+                log_decision("condemn", host=host, peer=peer, reason=failure.kind)
+                seen = now
+            # Requests still waiting on older flows to this peer are replayed
+            # now instead of each reaching its own verdict.
+            _watchdog.abort_inflight(peer, seen, "condemned_inflight")
+
+    # -- the watchdog's hooks (called from its thread, under its lock) -----------
+
+    def azguard_flow(self) -> Optional[FlowState]:
+        return read_flow(self.azguard_raw) if self.sock is not None else None
+
+    def azguard_start_probing(self) -> None:
+        if self.sock is not None and _apply(self.azguard_raw, probe_options(HOST_CONSTANTS)):
+            self.azguard_probing = True
+
+    def azguard_abort(self, reason: str) -> None:
+        """End the waiting request: its reader wakes with an error judged as ``reason``."""
+        self.azguard_verdict = reason
+        raw = self.azguard_raw
+        if raw is not None:
+            try:
+                raw.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # closed meanwhile: the request has its outcome already
 
     # -- connect ---------------------------------------------------------------
 
@@ -280,6 +348,7 @@ class GuardedConnection:
 
     def azguard_begin_request(self) -> None:
         self.azguard_fresh = False
+        self.azguard_verdict = None
         self.azguard_bytes_sent = 0
         self.azguard_uncounted = False
         self.azguard_idempotency_key = False
@@ -309,6 +378,8 @@ class GuardedConnection:
             # Closed on purpose (e.g. "Connection: close"): no flow to judge.
             self.azguard_opened_at = None
             self.azguard_restore = None
+        elif self.azguard_probing:
+            self.azguard_relax()  # probe options are for a waiting request only
         elif self.azguard_restore is not None:
             # Left tight for the next request; relaxed if it stays idle.
             _watchdog.park(self)
@@ -316,6 +387,7 @@ class GuardedConnection:
     def azguard_relax(self) -> None:
         """Put the generous options back (tight ones are for requests in flight)."""
         restore = self.azguard_restore
+        self.azguard_probing = False
         if restore is not None:
             self.azguard_restore = None
             if self.sock is not None:

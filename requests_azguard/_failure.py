@@ -71,6 +71,7 @@ class ConnFacts(NamedTuple):
     fresh: bool  # connected during this attempt (not taken from the pool)
     via_proxy: bool  # its pool goes through a proxy
     tightened: bool  # it carried the in-flight watchdog's options
+    verdict: Optional[str]  # why the watchdog aborted the request, if it did
     opened_at: Optional[float]  # monotonic time it connected
     condemned_at: Optional[float]  # monotonic time its peer was last condemned
     nothing_written: bool  # not one byte of the request reached the kernel
@@ -109,7 +110,11 @@ def judge(classified: Classified, facts: ConnFacts, evidence: FlowEvidence) -> F
     """The failure's row, verdict and blame, from facts gathered by the connection."""
     kind, decision = classified.kind, classified.decision
     dead_flow: Optional[str] = None
-    if (kind == "ETIMEDOUT" and facts.tightened) or (
+    if facts.verdict is not None:
+        # The watchdog ended the request on purpose; whatever the read then
+        # raised (EOF, a reset) is that verdict.
+        kind, decision, dead_flow = facts.verdict, decision_for(facts.verdict), facts.verdict
+    elif (kind == "ETIMEDOUT" and facts.tightened) or (
         kind in _TIMEOUT_KINDS and (evidence.unacked > 0 or evidence.probes > 0)
     ):
         # The kernel gave up on unacknowledged data or unanswered probes

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import socket
 import sys
-from typing import Any, List, NamedTuple, Optional, Tuple
+from typing import Any, Final, List, NamedTuple, Optional, Tuple
 
 from ._config import GuardConfig
 
@@ -138,36 +138,66 @@ def windows_keepalive_vals(config: GuardConfig) -> Optional[Tuple[int, int, int]
     )
 
 
+#: Keepalive timing while a waiting request's flow is probed (seconds, the
+#: kernel's minimum), and the kernel's own give-up count meanwhile: high, so
+#: that the watchdog, which asks for several unanswered probes, decides.
+PROBE_INTERVAL: Final = 1
+PROBE_BACKSTOP_COUNT: Final = 10
+
+
 def inflight_options(
     config: GuardConfig,
     consts: SocketConstants,
     kind: str,
     user_timeout: float,
-    probe_idle: float,
 ) -> Tuple[List[SocketOption], List[SocketOption]]:
-    """Options to tighten while a request is in flight, and to restore after.
+    """Options to tighten while a replayable request is in flight, and to restore.
 
     Linux only.  A tight TCP_USER_TIMEOUT bounds how long the request may stay
     unacknowledged: the kernel's own deadline runs from the first unacked
     byte, unlike one computed from ``tcpi_rto``, which doubles with each
-    backoff.  A short keepalive idle and interval make the kernel probe while
-    the response is awaited or streamed: a slow server's TCP answers probes,
-    a black-holed flow does not, and with TCP_USER_TIMEOUT set the kernel
-    drops it after one unanswered probe interval.
+    backoff; it is sized to several RTOs (see ``_connection.RTO_FACTOR``), so
+    one lost segment never trips it.  Keepalive stays as configured: with a
+    short TCP_USER_TIMEOUT the kernel drops a flow after *one* unanswered
+    keepalive probe, which ordinary loss produces.  A request whose bytes
+    were acknowledged and whose answer does not come is probed by the
+    watchdog instead (``probe_options``), which asks for several.
     """
     if kind != "linux" or not config.keepalive or consts.TCP_KEEPIDLE is None:
         return [], []
     tcp = consts.IPPROTO_TCP
-    probe = _whole_seconds(probe_idle)
-    tighten = [*user_timeout_options(user_timeout, consts), (tcp, consts.TCP_KEEPIDLE, probe)]
+    tighten = user_timeout_options(user_timeout, consts)
     restore = [
         *user_timeout_options(config.user_timeout, consts),
         (tcp, consts.TCP_KEEPIDLE, _whole_seconds(config.keepalive_idle)),
     ]
     if consts.TCP_KEEPINTVL is not None:
-        tighten.append((tcp, consts.TCP_KEEPINTVL, probe))
         restore.append((tcp, consts.TCP_KEEPINTVL, _whole_seconds(config.keepalive_interval)))
+    if consts.TCP_KEEPCNT is not None:
+        restore.append((tcp, consts.TCP_KEEPCNT, config.keepalive_count))
     return tighten, restore
+
+
+def probe_options(consts: SocketConstants) -> List[SocketOption]:
+    """Options that make the kernel probe a waiting flow every second (Linux).
+
+    TCP_USER_TIMEOUT goes to 0 (off) while probing: otherwise the kernel
+    would drop the flow at the first unanswered probe.  Setting TCP_KEEPIDLE
+    on a flow already idle that long sends the first probe at once.
+    """
+    if consts.TCP_KEEPIDLE is None:
+        return []
+    tcp = consts.IPPROTO_TCP
+    options = [
+        *user_timeout_options(None, consts),
+        (consts.SOL_SOCKET, consts.SO_KEEPALIVE, 1),
+        (tcp, consts.TCP_KEEPIDLE, PROBE_INTERVAL),
+    ]
+    if consts.TCP_KEEPINTVL is not None:
+        options.append((tcp, consts.TCP_KEEPINTVL, PROBE_INTERVAL))
+    if consts.TCP_KEEPCNT is not None:
+        options.append((tcp, consts.TCP_KEEPCNT, PROBE_BACKSTOP_COUNT))
+    return options
 
 
 #: The running platform's constants, read once (no I/O, no mutation).

@@ -93,6 +93,9 @@ DEFAULT_TABLE: Final[Mapping[str, Decision]] = {
     "ETIMEDOUT": _DEAD_FLOW,  # keepalive or TCP_USER_TIMEOUT gave up
     "ENOTCONN": _DEAD_FLOW,
     "blackhole": _DEAD_FLOW,  # the in-flight watchdog's verdict
+    # a request the watchdog aborted because its peer was condemned: the
+    # condemnation is done already, the request goes out again
+    "condemned_inflight": Decision(evict=True, retry=True, blame=FLOW),
     "EPIPE": _ONE_CONN,
     "ECONNRESET": _ONE_CONN,
     "ECONNABORTED": _ONE_CONN,

@@ -62,7 +62,7 @@ class _Attempt:
     __slots__ = ("request",)
 
     def __init__(self) -> None:
-        self.request: Optional[Tuple[str, Any, Any, Any]] = None
+        self.request: Optional[Tuple[str, Any, Any, Any, bool]] = None
 
 
 class _LegacyResponse(urllib3.response.HTTPResponse):
@@ -177,7 +177,8 @@ class GuardedPool:
         request = attempt.request
         if request is not None:
             attempt.request = None
-            method, body, headers, retries = request
+            method, body, headers, retries, stream = request
+            conn.azguard_stream = stream
             self._azguard_prepare(
                 conn,
                 conn.azguard_config,
@@ -212,10 +213,12 @@ class GuardedPool:
         # What _get_conn needs to prepare the connection this attempt gets.
         # urllib3 calls urlopen again for each retry, with the new Retry.
         # (body, headers and retries come first on both 1.26 and 2.x.)
-        self._azguard_attempt_record().request = (method, body, headers, retries)
         if preload.on:
             kwargs["preload_content"] = True
             kwargs["decode_content"] = True
+        # A body not preloaded is the caller's (requests' stream=True).
+        stream = not kwargs.get("preload_content", True)
+        self._azguard_attempt_record().request = (method, body, headers, retries, stream)
         return super().urlopen(  # type: ignore[misc]
             method, url, body, headers, retries, *args, **kwargs
         )
@@ -253,9 +256,7 @@ class GuardedPool:
         user_timeout = conn.azguard_inflight_user_timeout(ack_timeout)
         cached = conn.azguard_inflight_cache
         if cached is None or cached[0] != user_timeout:
-            tighten, restore = inflight_options(
-                config, HOST_CONSTANTS, HOST_KIND, user_timeout, probe_idle=ack_timeout
-            )
+            tighten, restore = inflight_options(config, HOST_CONSTANTS, HOST_KIND, user_timeout)
             cached = conn.azguard_inflight_cache = (user_timeout, tighten, restore)
         if cached[1]:
             conn.azguard_tighten(cached[1], cached[2])

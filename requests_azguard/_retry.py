@@ -141,6 +141,8 @@ class AzRetry(Retry):
             failure.body_replayable,
         )
         reason = replay_reason(failure.decision, facts, self.azguard_mode)
+        if reason is not None and failure.kind == "condemned_inflight":
+            reason = failure.kind  # counted apart: the rescue of a sibling's verdict
         host = failure.host or str(url)
         log_decision(
             "retry" if reason else "error",

@@ -31,6 +31,7 @@ __all__ = [
     "HEALTHY",
     "TCP_STATES",
     "UNHEALTHY",
+    "FlowState",
     "TcpInfo",
     "TcpVitals",
     "answers_probe",
@@ -38,6 +39,7 @@ __all__ = [
     "grade",
     "parse_tcp_info",
     "raw_socket",
+    "read_flow",
     "read_tcp_info",
     "read_vitals",
     "state_name",
@@ -394,6 +396,35 @@ def grade(info: Union[TcpInfo, TcpVitals], config: GuardConfig) -> str:
 # probes (offset 3) and last_ack_recv (offset 56, ms since the peer's TCP last
 # sent anything: every segment it sends carries an ACK).
 _ACK_AGE = struct.Struct("=3xB52xI")
+
+
+class FlowState(NamedTuple):
+    """What the in-flight watchdog reads of a waiting request's flow."""
+
+    unacked: int  # our segments the peer has not acknowledged
+    probes: int  # keepalive probes sent since the peer last answered
+    silent: float  # seconds since the peer's TCP last sent anything
+    rtt: float  # seconds
+    rttvar: float  # seconds
+
+
+# probes @3, unacked @24, last_ack_recv @56, rtt @68, rttvar @72 (Linux ABI).
+_FLOW = struct.Struct("=3xB20xI28xI8xII")
+
+
+def read_flow(raw: Any) -> Optional[FlowState]:
+    """``FlowState`` of an OS-level socket; None off Linux or on error."""
+    if not IS_LINUX:
+        return None
+    try:
+        probes, unacked, silent_ms, rtt, rttvar = _FLOW.unpack(
+            raw.getsockopt(socket.IPPROTO_TCP, TCP_INFO_OPT, _FLOW.size)
+        )
+    except (OSError, struct.error, AttributeError):
+        return None
+    return FlowState(unacked, probes, silent_ms / 1e3, rtt / 1e6, rttvar / 1e6)
+
+
 # Kernel timers tick every 1-4 ms (HZ): an ACK younger than the probe by less
 # than that cannot be told from one that came just before it.
 _TICK = 0.005
