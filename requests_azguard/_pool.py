@@ -114,7 +114,8 @@ class GuardedPool:
         if isinstance(conn, GuardedConnection) and self.azguard_config is not None:
             conn.azguard_config = self.azguard_config
             scheme = getattr(self, "scheme", "http")
-            conn.azguard_host_label = f"{scheme}://{self.host}:{self.port}"
+            host = f"[{self.host}]" if ":" in self.host else self.host  # IPv6, as _origin_key
+            conn.azguard_host_label = f"{scheme}://{host}:{self.port}"
             proxy = self.proxy
             if proxy is not None and proxy.host:
                 conn.azguard_dns_target = (proxy.host, proxy.port or 80)

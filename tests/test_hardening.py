@@ -362,3 +362,100 @@ def test_an_open_breaker_survives_flushall(
             assert keys and client.hget(keys[0], "state") == b"open"
     finally:
         down.close()
+
+
+# -- 6. bounded process-wide state ---------------------------------------------------
+
+
+def test_dns_cache_stays_bounded_under_10000_hosts() -> None:
+    from requests_azguard._dns import MAX_HOSTS, DnsCache
+
+    cache = DnsCache()  # the real resolver: numeric hosts resolve without a query
+    for i in range(10_000):
+        host = f"127.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255 or 1}"
+        assert cache.addresses(host, 8000 + (i % 50), now=float(i), interval=60.0)
+    assert len(cache) == MAX_HOSTS
+    # The newest answers are the ones kept.
+    assert cache.addresses("127.0.39.15", 8000 + 9999 % 50, now=10_000.0, interval=60.0)
+
+
+def test_every_process_wide_table_stays_bounded_under_10000_hosts() -> None:
+    from requests_azguard import _condemn
+    from requests_azguard._breaker import BreakerLookup, _origin_key
+    from requests_azguard._instrument import BoundedLabel, HostLabels
+
+    config = GuardConfig()
+    lookup = BreakerLookup(config)
+    labels = HostLabels(max_hosts=50)
+    reasons = BoundedLabel()
+    for i in range(10_000):
+        url = f"http://h{i}.example:80/p?q={i}"
+        request = requests.Request("GET", url).prepare()
+        lookup(request)
+        _condemn.condemn(("10.0.0.1", i), float(i))
+        labels(f"http://h{i}.example:80")
+        reasons(f"reason_{i}")
+    assert len(registry()) <= registry().max_hosts
+    assert _origin_key.cache_info().currsize <= 1024
+    assert len(lookup._by_url) <= BreakerLookup.MAX_URLS
+    assert len(_condemn._condemned) <= _condemn._MAX_PEERS
+    assert len(labels._seen) <= 4 * 50 + 256
+    assert len(reasons._seen) <= 64
+
+
+# -- 7. small ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["0", " false ", "OFF", "no", ""])
+def test_azguard_auto_off_imports_nothing(value: str) -> None:
+    env = dict(os.environ, AZGUARD_AUTO=value)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; print(sorted(m for m in sys.modules if m.startswith('requests_azguard')))",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
+    assert out.stderr == ""
+
+
+def test_ipv6_host_label_is_bracketed() -> None:
+    import threading
+
+    from requests_azguard import Instrumentation, add_instrumentation
+
+    try:
+        listener = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        listener.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    listener.listen(1)
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    labels: list = []
+
+    class Labels(Instrumentation):
+        def connection_opened(self, host: str, connect_seconds: float) -> None:
+            labels.append(host)
+
+    add_instrumentation(Labels())
+    try:
+        with mount(requests.Session(), GuardConfig()) as s:
+            assert s.get(f"http://[::1]:{port}/", timeout=10).text == "ok"
+    finally:
+        thread.join(10)
+        listener.close()
+    assert labels == [f"http://[::1]:{port}"]
