@@ -19,7 +19,7 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.poolmanager import PoolManager, ProxyManager
 from urllib3.util.retry import Retry
 
-from . import _watchdog
+from . import _fork, _watchdog
 from ._config import GuardConfig
 from ._connection import AzHTTPConnection, AzHTTPSConnection, GuardedConnection
 from ._instrument import NoopInstrumentation, hooks
@@ -96,6 +96,7 @@ class GuardedPool:
         super().__init__(*args, **kwargs)
         # Per thread: the attempt in progress (see _Attempt).
         self._azguard_local = threading.local()
+        _fork.track_pool(self)  # a forked child forgets this pool's connections
 
     def _azguard_attempt_record(self) -> _Attempt:
         local = self._azguard_local
@@ -273,6 +274,7 @@ class _GuardedManager:
         # would copy, hash and compare them as part of the pool key on every
         # request (about 0.7 µs): they are the same for every pool anyway.
         self.azguard_socket_options = kwargs.pop("socket_options", None)
+        _fork.track_manager(self)
 
     def _new_pool(
         self, scheme: str, host: str, port: int, request_context: Optional[Dict[str, Any]] = None

@@ -23,7 +23,6 @@ by the janitor waits on that lock, so it sees the connection relaxed.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from typing import Any, Dict, Final, List, Optional
@@ -57,8 +56,12 @@ def _start_janitor() -> None:
         if _thread is not None:
             return
         if not _fork_hook_registered:
-            # A forked child has the parked connections but not the thread.
-            os.register_at_fork(after_in_child=_forget_thread)
+            # A forked child has the parked connections but not the thread
+            # (_fork calls after_fork_in_child; registered here too for a
+            # connection parked by a pool _fork never saw).
+            from . import _fork
+
+            _fork.on_fork(after_fork_in_child)
             _fork_hook_registered = True
         _thread = threading.Thread(target=_run, name="requests-azguard-relax", daemon=True)
         _thread.start()
@@ -128,6 +131,13 @@ def _run() -> None:
     # set and started none: whatever it parked gets a new janitor.
     if _parked:
         _start_janitor()
+
+
+def after_fork_in_child() -> None:
+    """Called by _fork in a child: no thread, a new lock, nothing parked (the
+    parked connections are the parent's; the child's pools forget them)."""
+    _forget_thread()
+    _parked.clear()
 
 
 def _forget_thread() -> None:
