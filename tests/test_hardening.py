@@ -10,7 +10,7 @@ import os
 import socket
 import subprocess
 import sys
-from typing import Any
+from typing import Any, Dict
 
 import pytest
 import requests
@@ -112,7 +112,10 @@ _keepalive = st.floats(min_value=0.001, max_value=MAX_KEEPALIVE_SECONDS)
 
 
 @settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=60,
+    deadline=None,
+    database=None,  # no .hypothesis directory in the worktree
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(
     idle=_keepalive,
@@ -128,6 +131,23 @@ _keepalive = st.floats(min_value=0.001, max_value=MAX_KEEPALIVE_SECONDS)
     fail_max=st.integers(1, 1_000_000),
     reset_timeout=_durations,
     dns_recheck=st.none() | _durations,
+    others=st.fixed_dictionaries(
+        {
+            "keepalive": st.booleans(),
+            "breaker": st.booleans(),
+            "retry_non_idempotent": st.sampled_from(["unsent", "never", "always"]),
+            # The server answers 200, which must not count against it here.
+            "breaker_statuses": st.frozensets(
+                st.integers(100, 599).filter(lambda c: c != 200), max_size=5
+            ),
+            "timeout_fail_fast": st.integers(1, 1_000_000),
+            "fallback_status": st.none() | st.integers(100, 599),
+            "health_retrans_degraded": st.integers(0, 2**31 - 1),
+            "health_retrans_unhealthy": st.integers(0, 2**31 - 1),
+            "health_rtt_unhealthy": st.floats(MAX_DURATION_SECONDS / 2, MAX_DURATION_SECONDS),
+            "health_rtt_degraded": st.floats(0.001, MAX_DURATION_SECONDS / 2),
+        }
+    ),
 )
 def test_every_accepted_value_opens_a_real_connection_carrying_it(
     server: HTTPTestServer,
@@ -143,8 +163,11 @@ def test_every_accepted_value_opens_a_real_connection_carrying_it(
     fail_max: int,
     reset_timeout: float,
     dns_recheck: Any,
+    others: Dict[str, Any],
 ) -> None:
+    reset_breakers()  # the fixture resets per test, not per example
     config = GuardConfig(
+        **others,
         keepalive_idle=idle,
         keepalive_interval=interval,
         keepalive_count=count,
@@ -164,7 +187,11 @@ def test_every_accepted_value_opens_a_real_connection_carrying_it(
         socks = pooled_sockets(s.get_adapter(server.url))
         assert socks, "the connection went back to the pool"
         opts = read_options(socks[0])
-    assert opts["SO_KEEPALIVE"] == 1 and opts["TCP_NODELAY"] == 1
+    assert opts["TCP_NODELAY"] == 1
+    if not others["keepalive"]:
+        assert opts["SO_KEEPALIVE"] == 0
+        return
+    assert opts["SO_KEEPALIVE"] == 1
     if LINUX:
         assert opts["TCP_KEEPIDLE"] == -(-idle // 1)
         assert opts["TCP_KEEPINTVL"] == -(-interval // 1)
@@ -333,13 +360,15 @@ def test_a_non_redis_server_never_raises_into_a_request(
 # -- 4. Redis losing its data ------------------------------------------------------
 
 
-def test_an_open_breaker_survives_flushall(
+@pytest.mark.parametrize("loss", ["flushall", "restart"])
+def test_an_open_breaker_survives_redis_losing_its_data(
     redis_server: RedisServer,  # noqa: F811 - fixture
+    loss: str,
 ) -> None:
     import redis
 
     clock = [1000.0]
-    reset_breakers(clock=lambda: clock[0], sync_interval=0.0)
+    reset_breakers(clock=lambda: clock[0], sync_interval=0.0, reattach_interval=0.0)
     down = HTTPTestServer(lambda req: Action(status=503))
     try:
         config = GuardConfig(
@@ -350,8 +379,13 @@ def test_an_open_breaker_survives_flushall(
                 s.get(down.url)
             assert registry().breakers()[0].state == OPEN
             sent = len(down.requests)
+            if loss == "flushall":
+                redis.Redis.from_url(redis_server.url).flushall()
+            else:  # a restart without persistence (the fixture saves nothing)
+                redis_server.kill()
+                redis_server.start()
             client = redis.Redis.from_url(redis_server.url)
-            client.flushall()
+            assert client.keys("azguard:breaker:*") == []
             for _ in range(50):
                 clock[0] += 0.1  # well inside the 30 s open period
                 with pytest.raises(CircuitOpenError):
