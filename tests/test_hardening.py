@@ -493,3 +493,18 @@ def test_ipv6_host_label_is_bracketed() -> None:
         thread.join(10)
         listener.close()
     assert labels == [f"http://[::1]:{port}"]
+
+
+def test_pth_line_knows_the_same_false_spellings_as_the_hook() -> None:
+    import ast
+    from pathlib import Path
+
+    from requests_azguard import _autostart
+
+    line = (Path(__file__).resolve().parent.parent / _autostart.PTH_NAME).read_text()
+    tuples = [
+        ast.literal_eval(node)
+        for node in ast.walk(ast.parse(line))
+        if isinstance(node, ast.Tuple) and all(isinstance(e, ast.Constant) for e in node.elts)
+    ]
+    assert set(tuples[0]) == {""} | set(_autostart._FALSE)
