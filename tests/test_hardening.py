@@ -508,3 +508,27 @@ def test_pth_line_knows_the_same_false_spellings_as_the_hook() -> None:
         if isinstance(node, ast.Tuple) and all(isinstance(e, ast.Constant) for e in node.elts)
     ]
     assert set(tuples[0]) == {""} | set(_autostart._FALSE)
+
+
+@pytest.mark.parametrize("password", PASSWORDS)
+def test_redis_outage_warning_never_shows_the_password(
+    server: HTTPTestServer, caplog: pytest.LogCaptureFixture, password: str
+) -> None:
+    from urllib.parse import quote
+
+    secret = quote(password, safe="")
+    for url in (
+        f"redis://user:{secret}@127.0.0.1:1/0",  # nothing listens on port 1
+        f"redis://127.0.0.1:1/0?password={secret}",
+    ):
+        reset_breakers()
+        caplog.clear()
+        with (
+            caplog.at_level(logging.WARNING, logger="requests_azguard"),
+            mount(requests.Session(), GuardConfig(redis_url=url)) as s,
+        ):
+            assert s.get(server.url).text == "ok"
+        text = "\n".join(r.getMessage() for r in caplog.records)
+        assert "unreachable" in text
+        assert secret not in text and password not in text, text
+        assert repr(registry().links()[0]).count("***") == 1
