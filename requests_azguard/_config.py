@@ -157,7 +157,11 @@ class GuardConfig:
 
 
 def _range_text(maximum: float) -> str:
-    return f"greater than zero and at most {maximum:g} s"
+    if maximum == MAX_KEEPALIVE_SECONDS:
+        return f"greater than zero and at most {maximum:.0f} s (the Linux kernel's limit)"
+    return (
+        f"greater than zero and at most {maximum:.0f} s (about 24.8 days: milliseconds in a C int)"
+    )
 
 
 def parse_duration(
