@@ -21,7 +21,13 @@ from ._breaker import BreakerKey, BreakerLookup, guarded_send
 from ._config import GuardConfig
 from ._errors import BlackHoleError, ConfigError
 from ._failure import failure_of
-from ._keepalive import HOST_CONSTANTS, HOST_KIND, SocketOption, socket_options
+from ._keepalive import (
+    HOST_CONSTANTS,
+    HOST_KIND,
+    SocketOption,
+    socket_options,
+    usable_options,
+)
 from ._policy import is_body_error, iter_chain
 from ._pool import AzPoolManager, AzProxyManager, preload
 from ._prometheus import enable_from_config as enable_metrics_from_config
@@ -99,7 +105,9 @@ class AzGuardAdapter(HTTPAdapter):
 
     def azguard_socket_options(self) -> List[SocketOption]:
         """The options every new socket of this adapter gets (TCP_NODELAY kept)."""
-        return socket_options(self.azguard_config, HOST_CONSTANTS, HOST_KIND)
+        # Only the guard's own list is probed: options a caller passes
+        # through pool_kwargs fail as they would without the guard.
+        return usable_options(socket_options(self.azguard_config, HOST_CONSTANTS, HOST_KIND))
 
     def init_poolmanager(
         self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any

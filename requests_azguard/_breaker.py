@@ -442,14 +442,22 @@ class HostBreaker:
             self._syncing = True
             epoch = self._epoch
             push = self._pending_push and self.storage.state == OPEN and now < self._retry_at
+            opened_at = now
             if push:
                 self._pushing += 1
+                opened = self.storage.opened_at
+                opened_at = opened.timestamp() if opened is not None else now
         assert self.shared is not None
         try:
             if push:
-                # Opened while Redis was away: publish it now.
+                # Opened while Redis was away, or Redis lost the state: publish
+                # it now, with the time it opened here.
                 snap = self.shared.fail(
-                    now, self.settings.fail_max, force_open=True, is_trial=False
+                    now,
+                    self.settings.fail_max,
+                    force_open=True,
+                    is_trial=False,
+                    opened_at=opened_at,
                 )
             else:
                 snap = self.shared.fetch(now)
@@ -471,8 +479,17 @@ class HostBreaker:
                 self._pushing -= 1
             if snap is None or self._epoch != epoch or (self._pushing and not pushed):
                 return
-            self._shared_counter = snap.fail_counter
             local = self.storage.state
+            if not snap.existed and local != CLOSED:
+                # Redis has no state for a breaker this process holds open
+                # (FLUSHALL, a restart without persistence): its "closed" is
+                # no verdict about the host.  Keep the local state and
+                # publish it at the next pull, as after an outage.
+                if local == OPEN:
+                    self._pending_push = True
+                    self._next_sync = now
+                return
+            self._shared_counter = snap.fail_counter
             if snap.state == OPEN:
                 retry_at = min(
                     snap.opened_at + self.settings.reset_timeout,

@@ -56,6 +56,11 @@ class Snapshot(NamedTuple):
     fail_counter: int
     trial_until: float
     granted: bool = True  # for claim(): whether this caller got a trial slot
+    #: False when the key did not exist before the script ran: Redis lost its
+    #: data (FLUSHALL, a restart without persistence) or never had any.  An
+    #: absent key reads as "closed", which must not close a breaker that this
+    #: process holds open (see HostBreaker._adopt).
+    existed: bool = True
 
 
 # Each script ends by reading the hash back, so every call returns a Snapshot
@@ -63,11 +68,12 @@ class Snapshot(NamedTuple):
 _TAIL = """
 if ttl > 0 then redis.call('EXPIRE', k, ttl) end
 local h = redis.call('HMGET', k, 'state', 'opened_at', 'fail_counter', 'trial_until')
-return {h[1] or 'closed', h[2] or '0', h[3] or '0', h[4] or '0', granted}
+return {h[1] or 'closed', h[2] or '0', h[3] or '0', h[4] or '0', granted, existed}
 """
 
 _HEAD = """
 local k = KEYS[1]
+local existed = redis.call('EXISTS', k)
 local st = redis.call('HGET', k, 'state') or 'closed'
 local granted = 1
 """
@@ -159,6 +165,7 @@ def _snapshot(reply: List[Any]) -> Snapshot:
         fail_counter=int(float(_text(reply[2]))),
         trial_until=float(_text(reply[3])),
         granted=int(reply[4]) == 1,
+        existed=len(reply) < 6 or int(reply[5]) == 1,
     )
 
 
@@ -241,8 +248,6 @@ class RedisLink:
         return self._scripts[name]
 
     def call(self, now: float, fn: Callable[[Any], _T]) -> Optional[_T]:
-        from redis.exceptions import RedisError
-
         if not self.attached:
             with self._lock:
                 if now < self._down_until or self._probing:
@@ -250,7 +255,11 @@ class RedisLink:
                 self._probing = True
         try:
             result = fn(self.client)
-        except RedisError as exc:
+        except Exception as exc:
+            # Not only RedisError: redis-py raises ValueError for a URL it
+            # cannot use, TypeError or a ResponseError for an odd reply, and
+            # a missing redis package is a ConfigError here.  Whatever Redis
+            # does, the request goes on with the breaker's local state.
             self._mark_down(now, exc)
             return None
         except BaseException:
@@ -285,19 +294,25 @@ class RedisLink:
                 "Redis at %s is unreachable (%s): circuit breakers continue on local "
                 "state and re-attach when it answers",
                 self.redacted,
-                self._scrub(f"{type(exc).__name__}: {exc}"),
+                self._describe(exc),
             )
 
-    def _scrub(self, text: str) -> str:
-        from urllib.parse import unquote, urlsplit
+    def _describe(self, exc: BaseException) -> str:
+        from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import TimeoutError as RedisTimeoutError
 
-        try:
-            password = urlsplit(self._url).password
-        except ValueError:
-            password = None
-        for secret in filter(None, {password, password and unquote(password)}):
-            text = text.replace(secret, "***")
-        return text
+        if isinstance(exc, (RedisConnectionError, RedisTimeoutError, OSError)):
+            # Network errors name the address, which helps; the URL's
+            # secrets are masked in case one is quoted.
+            return self._scrub(f"{type(exc).__name__}: {exc}")
+        # Anything else (a parser's ValueError, an AUTH error) may quote a
+        # fragment of the password that no mask can recognise: type only.
+        return type(exc).__name__
+
+    def _scrub(self, text: str) -> str:
+        from ._redact import scrub
+
+        return scrub(text, self._url)
 
     def close(self) -> None:
         client, self._client = self._client, None
@@ -333,19 +348,29 @@ class RedisBreakerStorage(pybreaker.CircuitBreakerStorage):
     # -- atomic transitions (used by the breaker) ----------------------------
 
     def _run(self, now: float, name: str, *args: object) -> Optional[Snapshot]:
-        script = self.link.script(name)
-        reply = self.link.call(
-            now, lambda client: script(keys=[self.hkey], args=[self._ttl, *args], client=client)
-        )
-        return None if reply is None else _snapshot(reply)
+        def run(client: Any) -> Snapshot:
+            # Inside link.call: creating the client, loading the script and
+            # reading the reply can all fail, and none may reach a request.
+            script = self.link.script(name)
+            return _snapshot(script(keys=[self.hkey], args=[self._ttl, *args], client=client))
+
+        return self.link.call(now, run)
 
     def fetch(self, now: float) -> Optional[Snapshot]:
         return self._run(now, "fetch")
 
     def fail(
-        self, now: float, fail_max: int, force_open: bool, is_trial: bool
+        self,
+        now: float,
+        fail_max: int,
+        force_open: bool,
+        is_trial: bool,
+        opened_at: Optional[float] = None,
     ) -> Optional[Snapshot]:
-        return self._run(now, "fail", repr(now), fail_max, int(force_open), int(is_trial))
+        """Count a failure; ``opened_at`` (default ``now``) is recorded if it opens
+        (a re-published open state keeps its original time)."""
+        at = now if opened_at is None else opened_at
+        return self._run(now, "fail", repr(at), fail_max, int(force_open), int(is_trial))
 
     def succeed(self, now: float, is_trial: bool) -> Optional[Snapshot]:
         return self._run(now, "succeed", int(is_trial))
@@ -353,7 +378,14 @@ class RedisBreakerStorage(pybreaker.CircuitBreakerStorage):
     def claim(
         self, now: float, reset_timeout: float, lease: float, max_trials: int
     ) -> Optional[Snapshot]:
-        return self._run(now, "claim", repr(now), repr(reset_timeout), repr(lease), max_trials)
+        snap = self._run(now, "claim", repr(now), repr(reset_timeout), repr(lease), max_trials)
+        if snap is not None and not snap.existed:
+            # Only a breaker that is not closed claims a trial, so the key
+            # should be there: Redis lost it.  "Closed" from an empty store
+            # would turn the trial into an ordinary request, every time; the
+            # local state decides instead, as when Redis is unreachable.
+            return None
+        return snap
 
     def release(self, now: float) -> Optional[Snapshot]:
         return self._run(now, "release")

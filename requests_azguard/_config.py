@@ -26,6 +26,7 @@ from typing import (
 )
 
 from ._errors import ConfigError
+from ._redact import redact_url
 
 __all__ = ["ENV_VARS", "EnvValue", "GuardConfig", "describe_env"]
 
@@ -56,12 +57,31 @@ _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 
 DURATION_ACCEPTED: Final = "a duration such as 30, 2.5, 500ms, 30s or 2m"
+
+# What the platforms accept (nothing validated may fail at setsockopt):
+# Linux caps TCP_KEEPIDLE and TCP_KEEPINTVL at 32767 s (MAX_TCP_KEEPIDLE,
+# MAX_TCP_KEEPINTVL) and TCP_KEEPCNT at 127 (MAX_TCP_KEEPCNT); macOS takes up
+# to 4294967 s and Windows' SIO_KEEPALIVE_VALS takes milliseconds in a ULONG,
+# so Linux's limits are the common ones.  ack_timeout (a TCP_USER_TIMEOUT in
+# flight) shares the keepalive cap: a bound on in-flight silence has no use
+# past nine hours, and one cap keeps the watchdog's settings simple.
+MAX_KEEPALIVE_SECONDS: Final = 32767
+MAX_KEEPALIVE_COUNT: Final = 127
+# TCP_USER_TIMEOUT is milliseconds in a C int (Python's setsockopt packs an
+# int value as a C int, and Linux rejects a negative one): 2147483647 ms.
+# Every other duration ends up as a socket timeout or a poll() in
+# milliseconds, which have the same C-int ceiling; about 24.8 days.
+MAX_DURATION_SECONDS: Final = 2147483.0
+# Whole numbers: long digit strings are refused before int() (Python 3.11+
+# raises ValueError past 4300 digits) and anything that must fit a C int does.
+_MAX_DIGITS: Final = 12
+MAX_RETRIES: Final = 100
+MAX_COUNTER: Final = 1_000_000
 TimeoutPair = Tuple[float, float]
 
 
-def _redact_url(url: str) -> str:
-    """Hide the password of ``scheme://user:password@host``."""
-    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
+# The one redaction function (see _redact); the old name stays for callers.
+_redact_url = redact_url
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,18 +157,39 @@ class GuardConfig:
 # Parsers: each turns one string into a typed value or raises ConfigError.
 
 
-def parse_duration(name: str, raw: str, *, allow_off: bool = False) -> Optional[float]:
+def _range_text(maximum: float) -> str:
+    if maximum == MAX_KEEPALIVE_SECONDS:
+        return f"greater than zero and at most {maximum:.0f} s (the Linux kernel's limit)"
+    return (
+        f"greater than zero and at most {maximum:.0f} s (about 24.8 days: milliseconds in a C int)"
+    )
+
+
+def parse_duration(
+    name: str,
+    raw: str,
+    *,
+    allow_off: bool = False,
+    maximum: float = MAX_DURATION_SECONDS,
+) -> Optional[float]:
     text = raw.strip().lower()
     if allow_off and text in _OFF:
         return None
-    match = _DURATION_RE.match(text)
-    accepted = DURATION_ACCEPTED + (", or off" if allow_off else "")
+    accepted = f"{DURATION_ACCEPTED}, {_range_text(maximum)}" + (", or off" if allow_off else "")
+    # Bounded before the regex and float(): a 5000-digit value is refused,
+    # not parsed.
+    match = _DURATION_RE.match(text) if len(text) <= 64 else None
     if not match:
-        raise ConfigError(name, raw, accepted)
+        raise ConfigError(name, _shorten(raw), accepted)
     seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise ConfigError(name, raw, accepted + " (greater than zero)")
+    if not math.isfinite(seconds) or seconds <= 0 or seconds > maximum:
+        raise ConfigError(name, _shorten(raw), accepted)
     return seconds
+
+
+def _shorten(raw: str) -> str:
+    # An error message must stay readable whatever was pasted in.
+    return raw if len(raw) <= 80 else f"{raw[:40]}...({len(raw)} characters)"
 
 
 def _parse_bool(name: str, raw: str) -> bool:
@@ -162,8 +203,12 @@ def _parse_bool(name: str, raw: str) -> bool:
 
 def _parse_int(name: str, raw: str, minimum: int, maximum: int = 2**31 - 1) -> int:
     text = raw.strip()
-    if not re.fullmatch(r"[0-9]+", text) or not minimum <= int(text) <= maximum:
-        raise ConfigError(name, raw, f"a whole number from {minimum} to {maximum}")
+    if (
+        len(text) > _MAX_DIGITS
+        or not re.fullmatch(r"[0-9]+", text)
+        or not minimum <= int(text) <= maximum
+    ):
+        raise ConfigError(name, _shorten(raw), f"a whole number from {minimum} to {maximum}")
     return int(text)
 
 
@@ -223,12 +268,44 @@ def _parse_mode(name: str, raw: str) -> str:
     return text
 
 
-def _parse_redis_url(name: str, raw: str) -> str:
-    text = raw.strip()
-    if not re.match(r"^(redis|rediss|unix)://", text):
+_REDIS_ACCEPTED: Final = (
+    "a redis://, rediss:// or unix:// URL that redis-py can parse "
+    "(percent-encode @ / # ? : % in a password, e.g. # as %23)"
+)
+
+
+def check_redis_url(name: str, url: object) -> str:
+    """``url`` if redis-py's own parser accepts it, else ``ConfigError``.
+
+    redis-py parses the URL only when the first breaker connects, and its
+    ``ValueError`` would then surface in a request; checked here, a bad URL
+    is refused up front.  The error shows the URL redacted and never the
+    parser's message, which can quote part of the password.
+    """
+    if not isinstance(url, str):
+        raise ConfigError(name, type(url).__name__, "None or " + _REDIS_ACCEPTED)
+    text = url.strip()
+    if not re.match(r"^(redis|rediss|unix)://", text, re.IGNORECASE):
         # Never echo a URL that may hold a password.
-        raise ConfigError(name, _redact_url(text), "a redis://, rediss:// or unix:// URL")
+        raise ConfigError(name, _shorten(redact_url(text)), _REDIS_ACCEPTED)
+    try:
+        from redis.connection import parse_url
+    except ImportError:
+        raise ConfigError(
+            name,
+            _shorten(redact_url(text)),
+            "a URL only when the redis package is installed "
+            "(pip install 'requests-azguard[redis]')",
+        ) from None
+    try:
+        parse_url(text)  # type: ignore[no-untyped-call]
+    except Exception:  # ValueError mostly; anything else is just as fatal
+        raise ConfigError(name, _shorten(redact_url(text)), _REDIS_ACCEPTED) from None
     return text
+
+
+def _parse_redis_url(name: str, raw: str) -> str:
+    return check_redis_url(name, raw)
 
 
 def _parse_addr(name: str, raw: str) -> str:
@@ -260,23 +337,44 @@ def _duration_or_off(name: str, raw: str) -> Optional[float]:
     return parse_duration(name, raw, allow_off=True)
 
 
+def _keepalive_duration(name: str, raw: str) -> Optional[float]:
+    return parse_duration(name, raw, maximum=MAX_KEEPALIVE_SECONDS)
+
+
+def _keepalive_duration_or_off(name: str, raw: str) -> Optional[float]:
+    return parse_duration(name, raw, allow_off=True, maximum=MAX_KEEPALIVE_SECONDS)
+
+
+_KEEPALIVE_ACCEPTED = f"a duration up to {MAX_KEEPALIVE_SECONDS} s (the Linux kernel's limit)"
+
+
 # The environment contract of DESIGN.md, as data.  AZGUARD_AUTO is read by the
 # start-up hook, but is listed here so `azguard env` reports and validates it.
 _SPEC: Tuple[_Var, ...] = (
     _Var("AZGUARD_AUTO", "", _parse_bool, "1 or 0"),
     _Var("AZGUARD_KEEPALIVE", "keepalive", _parse_bool, "1 or 0"),
-    _Var("AZGUARD_KEEPALIVE_IDLE", "keepalive_idle", _duration, DURATION_ACCEPTED),
-    _Var("AZGUARD_KEEPALIVE_INTERVAL", "keepalive_interval", _duration, DURATION_ACCEPTED),
+    _Var("AZGUARD_KEEPALIVE_IDLE", "keepalive_idle", _keepalive_duration, _KEEPALIVE_ACCEPTED),
+    _Var(
+        "AZGUARD_KEEPALIVE_INTERVAL",
+        "keepalive_interval",
+        _keepalive_duration,
+        _KEEPALIVE_ACCEPTED,
+    ),
     _Var(
         "AZGUARD_KEEPALIVE_COUNT",
         "keepalive_count",
-        lambda n, r: _parse_int(n, r, 1, 127),
-        "a whole number from 1 to 127",
+        lambda n, r: _parse_int(n, r, 1, MAX_KEEPALIVE_COUNT),
+        f"a whole number from 1 to {MAX_KEEPALIVE_COUNT} (the Linux kernel's limit)",
     ),
     _Var("AZGUARD_USER_TIMEOUT", "user_timeout", _duration_or_off, "a duration or off"),
     _Var("AZGUARD_MAX_IDLE", "max_idle", _duration_or_off, "a duration or off"),
     _Var("AZGUARD_MAX_AGE", "max_age", _duration_or_off, "a duration or off"),
-    _Var("AZGUARD_ACK_TIMEOUT", "ack_timeout", _duration_or_off, "a duration or off"),
+    _Var(
+        "AZGUARD_ACK_TIMEOUT",
+        "ack_timeout",
+        _keepalive_duration_or_off,
+        _KEEPALIVE_ACCEPTED + " or off",
+    ),
     _Var(
         "AZGUARD_DEFAULT_TIMEOUT",
         "default_timeout",
@@ -366,7 +464,7 @@ def describe_env(environ: Optional[Mapping[str, str]] = None) -> List[EnvValue]:
             result.append(EnvValue(var.variable, var.field, default, "default", None))
             continue
         value = var.parse(var.variable, raw)
-        shown = _redact_url(raw) if var.variable == "AZGUARD_REDIS_URL" else raw
+        shown = redact_url(raw) if var.variable == "AZGUARD_REDIS_URL" else raw
         result.append(EnvValue(var.variable, var.field, value, var.variable, shown))
     return [item for item in result if item.field or item.variable == "AZGUARD_AUTO"]
 
@@ -380,31 +478,46 @@ def _check(cond: bool, name: str, value: object, accepted: str) -> None:
         raise ConfigError(name, value, accepted)
 
 
+def _shown(value: object) -> object:
+    # repr() of an int past 4300 digits raises ValueError on Python 3.11+.
+    if isinstance(value, int) and value.bit_length() > 256:
+        return f"<an integer of {value.bit_length()} bits>"
+    return value
+
+
 def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False
 
 
-def _positive(cfg: GuardConfig, name: str, optional: bool) -> None:
+def _positive(
+    cfg: GuardConfig, name: str, optional: bool, maximum: float = MAX_DURATION_SECONDS
+) -> None:
     value = getattr(cfg, name)
     if optional and value is None:
         return
     _check(
-        _is_number(value) and value > 0,
+        _is_number(value) and 0 < value <= maximum,
         f"GuardConfig.{name}",
-        value,
-        "a number of seconds greater than zero" + (" or None" if optional else ""),
+        _shown(value),
+        f"a number of seconds {_range_text(maximum)}" + (" or None" if optional else ""),
     )
 
 
-def _whole(cfg: GuardConfig, name: str, minimum: int, optional: bool = False) -> None:
+def _whole(cfg: GuardConfig, name: str, minimum: int, maximum: int, optional: bool = False) -> None:
     value = getattr(cfg, name)
     if optional and value is None:
         return
+    ok = isinstance(value, int) and not isinstance(value, bool) and minimum <= value <= maximum
     _check(
-        isinstance(value, int) and not isinstance(value, bool) and value >= minimum,
+        ok,
         f"GuardConfig.{name}",
-        value,
-        f"a whole number >= {minimum}" + (" or None" if optional else ""),
+        _shown(value),
+        f"a whole number from {minimum} to {maximum}" + (" or None" if optional else ""),
     )
 
 
@@ -416,9 +529,11 @@ def _validate(cfg: GuardConfig) -> None:
             getattr(cfg, name),
             "True or False",
         )
-    for name in ("keepalive_idle", "keepalive_interval", "breaker_reset_timeout"):
-        _positive(cfg, name, optional=False)
-    for name in ("user_timeout", "max_idle", "max_age", "ack_timeout", "dns_recheck"):
+    for name in ("keepalive_idle", "keepalive_interval"):
+        _positive(cfg, name, optional=False, maximum=MAX_KEEPALIVE_SECONDS)
+    _positive(cfg, "ack_timeout", optional=True, maximum=MAX_KEEPALIVE_SECONDS)
+    _positive(cfg, "breaker_reset_timeout", optional=False)
+    for name in ("user_timeout", "max_idle", "max_age", "dns_recheck"):
         _positive(cfg, name, optional=True)
     for name in ("health_rtt_degraded", "health_rtt_unhealthy"):
         _positive(cfg, name, optional=False)
@@ -428,18 +543,13 @@ def _validate(cfg: GuardConfig) -> None:
         cfg.health_rtt_degraded,
         "a value not above health_rtt_unhealthy",
     )
-    _whole(cfg, "keepalive_count", 1)
-    _check(
-        cfg.keepalive_count <= 127,
-        "GuardConfig.keepalive_count",
-        cfg.keepalive_count,
-        "at most 127",
-    )
-    _whole(cfg, "retries", 0)
-    _whole(cfg, "breaker_fail_max", 1)
-    _whole(cfg, "timeout_fail_fast", 0)  # 0: off
-    _whole(cfg, "health_retrans_degraded", 0)
-    _whole(cfg, "health_retrans_unhealthy", 0)
+    _whole(cfg, "keepalive_count", 1, MAX_KEEPALIVE_COUNT)
+    _whole(cfg, "retries", 0, MAX_RETRIES)
+    _whole(cfg, "breaker_fail_max", 1, MAX_COUNTER)
+    _whole(cfg, "timeout_fail_fast", 0, MAX_COUNTER)  # 0: off
+    # tcpi_total_retrans is a u32; a C int bounds it in practice.
+    _whole(cfg, "health_retrans_degraded", 0, 2**31 - 1)
+    _whole(cfg, "health_retrans_unhealthy", 0, 2**31 - 1)
     _check(
         cfg.retry_non_idempotent in RETRY_NON_IDEMPOTENT_MODES,
         "GuardConfig.retry_non_idempotent",
@@ -449,10 +559,14 @@ def _validate(cfg: GuardConfig) -> None:
     dt = cfg.default_timeout
     _check(
         dt is None
-        or (isinstance(dt, tuple) and len(dt) == 2 and all(_is_number(x) and x > 0 for x in dt)),
+        or (
+            isinstance(dt, tuple)
+            and len(dt) == 2
+            and all(_is_number(x) and 0 < x <= MAX_DURATION_SECONDS for x in dt)
+        ),
         "GuardConfig.default_timeout",
         dt,
-        "None or a (connect, read) tuple of seconds greater than zero",
+        f"None or a (connect, read) tuple of seconds {_range_text(MAX_DURATION_SECONDS)}",
     )
     statuses = cfg.breaker_statuses
     _check(
@@ -470,13 +584,7 @@ def _validate(cfg: GuardConfig) -> None:
         "None (raise) or an HTTP status code from 400 to 599",
     )
     if cfg.redis_url is not None:
-        _check(
-            isinstance(cfg.redis_url, str)
-            and re.match(r"^(redis|rediss|unix)://", cfg.redis_url) is not None,
-            "GuardConfig.redis_url",
-            _redact_url(str(cfg.redis_url)),
-            "None or a redis://, rediss:// or unix:// URL",
-        )
+        check_redis_url("GuardConfig.redis_url", cfg.redis_url)
     port = cfg.metrics_port
     _check(
         port is None

@@ -65,8 +65,10 @@ def _apply(raw: Any, options: List[SocketOption]) -> bool:
     try:
         for level, name, value in options:
             raw.setsockopt(level, name, value)
-    except OSError:
-        return False  # the socket died meanwhile; the request will tell
+    except (OSError, TypeError, OverflowError, ValueError):
+        # The socket died meanwhile (the request will tell), or the platform
+        # refuses a value: the request goes on with the options it has.
+        return False
     return True
 
 
@@ -309,7 +311,10 @@ class GuardedConnection:
             if vals is not None:
                 # SIO_KEEPALIVE_VALS is an ioctl, not a socket option, so it
                 # cannot travel in urllib3's socket_options list.
-                raw_socket(self.sock).ioctl(HOST_CONSTANTS.SIO_KEEPALIVE_VALS, vals)
+                try:
+                    raw_socket(self.sock).ioctl(HOST_CONSTANTS.SIO_KEEPALIVE_VALS, vals)
+                except (OSError, ValueError, TypeError, OverflowError):
+                    pass  # keepalive stays at the system's timing; never fail the request
         hooks().connection_opened(self.azguard_host_label, connect_seconds)
 
     # -- reuse -----------------------------------------------------------------

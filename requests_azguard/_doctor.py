@@ -382,11 +382,11 @@ def diagnose(
     connect_s = getattr(conn, "doctor_connect_s", None)
     tcp_s = getattr(conn, "doctor_tcp_s", None)
     report.update(
-        url=url,
+        url=_redact(url),
         ok=True,
         status=resp.status_code,
         reason=resp.reason,
-        location=resp.headers.get("Location"),
+        location=_redact(resp.headers["Location"]) if "Location" in resp.headers else None,
         body_bytes=size,
         body_truncated=size >= BODY_LIMIT,
         proxy=_redact(proxy) if proxy else None,
@@ -423,9 +423,9 @@ def diagnose(
 
 
 def _redact(url: str) -> str:
-    from ._config import _redact_url
+    from ._redact import redact_url
 
-    return _redact_url(url)
+    return redact_url(url)
 
 
 def _inspect(conn: Any, sock: Any, config: GuardConfig) -> Dict[str, Any]:
@@ -528,6 +528,20 @@ def _render(report: Dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _scrubbed(value: Any, url: str) -> Any:
+    """``value`` (a JSON-able report) with every string scrubbed of ``url``'s
+    secrets, before JSON escaping could hide one from a text search."""
+    from ._redact import scrub
+
+    if isinstance(value, str):
+        return scrub(value, url)
+    if isinstance(value, dict):
+        return {k: _scrubbed(v, url) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_scrubbed(v, url) for v in value]
+    return value
+
+
 def _fail(message: str, as_json: bool) -> int:
     print(f"azguard doctor: {message}", file=sys.stderr)
     if as_json:
@@ -567,12 +581,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         verify = args.cacert
     elif args.insecure:
         verify = False
+    from ._redact import scrub
+
+    # A URL's user:password@ or ?password= must not reach the terminal or a
+    # JSON consumer, whichever message quotes it (urllib3's errors quote the
+    # path and query).
     try:
         report = diagnose(args.url, config, verify=verify, timeout=timeout)
     except DoctorError as exc:
-        return _fail(str(exc), args.json)
+        return _fail(scrub(str(exc), args.url), args.json)
     if args.json:
-        print(json.dumps(report, sort_keys=True))
+        print(json.dumps(_scrubbed(report, args.url), sort_keys=True))
     else:
-        print(_render(report))
+        print(scrub(_render(report), args.url))
     return EXIT_OK

@@ -200,8 +200,10 @@ def install(config: Optional[GuardConfig] = None) -> Installation:
             config = _config_from_env()
         module = requests.sessions
         original = module.__dict__[_TARGET_NAME]
-        if not _state.fork_hook and hasattr(os, "register_at_fork"):
-            os.register_at_fork(after_in_child=_reset_lock_after_fork)
+        if not _state.fork_hook:
+            from . import _fork  # the one place that resets state after fork
+
+            _fork.on_fork(_reset_lock_after_fork)
             _state.fork_hook = True
         _state.config = config
         _state.generation += 1

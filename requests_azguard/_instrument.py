@@ -14,7 +14,9 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import weakref
 from typing import (
+    Any,
     Dict,
     Iterable,
     List,
@@ -188,6 +190,7 @@ class HostLabels:
         self._max = max_hosts
         self._seen: Dict[str, str] = {}
         self._lock = threading.Lock()
+        _lock_owners.add(self)
 
     def __call__(self, host: str) -> str:
         label = self._seen.get(host)
@@ -223,6 +226,7 @@ class BoundedLabel:
         self._max = max_values
         self._seen: Set[str] = set()
         self._lock = threading.Lock()
+        _lock_owners.add(self)
 
     def __call__(self, value: str) -> str:
         if value in self._seen:
@@ -242,6 +246,18 @@ _LABEL_VALUE = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
 
 _lock = threading.Lock()
 _backends: List[Instrumentation] = []
+# Label caches, whose locks a forked child must not inherit held.
+_lock_owners: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def after_fork_in_child() -> None:
+    """Called by _fork in a child: new locks (labels already decided stay)."""
+    global _lock
+    _lock = threading.Lock()
+    for owner in list(_lock_owners):
+        owner._lock = threading.Lock()
+
+
 _current: Instrumentation = NoopInstrumentation()
 
 

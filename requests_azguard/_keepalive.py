@@ -8,9 +8,11 @@ mutated.  ``SocketConstants.from_module(socket)`` reads the real table once.
 
 from __future__ import annotations
 
+import logging
 import socket
 import sys
-from typing import Any, Final, List, NamedTuple, Optional, Tuple
+import threading
+from typing import Any, Dict, Final, List, NamedTuple, Optional, Set, Tuple
 
 from ._config import GuardConfig
 
@@ -21,8 +23,11 @@ __all__ = [
     "keepalive_options",
     "platform_kind",
     "socket_options",
+    "usable_options",
     "windows_keepalive_vals",
 ]
+
+_log = logging.getLogger("requests_azguard")
 
 SocketOption = Tuple[int, int, int]
 
@@ -198,6 +203,79 @@ def probe_options(consts: SocketConstants) -> List[SocketOption]:
     if consts.TCP_KEEPCNT is not None:
         options.append((tcp, consts.TCP_KEEPCNT, PROBE_BACKSTOP_COUNT))
     return options
+
+
+# Option lists already probed (one per distinct config, so a handful); the cap
+# only stops a program that builds configs in a loop from growing it.
+_MAX_PROBED: Final = 64
+_probed: Dict[Tuple[SocketOption, ...], List[SocketOption]] = {}
+_refused_logged: Set[Tuple[int, int]] = set()
+_probe_lock = threading.Lock()
+
+
+def _probe_socket() -> Optional[socket.socket]:
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            return socket.socket(family, socket.SOCK_STREAM)
+        except OSError:
+            continue
+    return None
+
+
+def usable_options(options: List[SocketOption]) -> List[SocketOption]:
+    """``options`` without those this kernel refuses, tried once on a spare socket.
+
+    urllib3 applies ``socket_options`` inside ``create_connection`` and fails
+    the connection when one is refused, so a kernel that refuses an option
+    (an older kernel, a sandbox, a platform with other limits than validation
+    knows) would fail every request.  Validation keeps values inside what the
+    platforms accept; this is the net under it: the refused option is left
+    out, logged once, and connections go on without it.  Runs when an adapter
+    builds its pools, never per request; no network I/O.
+    """
+    key = tuple(options)
+    with _probe_lock:
+        known = _probed.get(key)
+        if known is not None:
+            return list(known)
+    sock = _probe_socket()
+    if sock is None:
+        return list(options)
+    kept: List[SocketOption] = []
+    refused: List[Tuple[SocketOption, BaseException]] = []
+    try:
+        for option in options:
+            try:
+                sock.setsockopt(*option)
+            except (OSError, TypeError, ValueError, OverflowError) as exc:
+                refused.append((option, exc))
+            else:
+                kept.append(option)
+    finally:
+        sock.close()
+    with _probe_lock:
+        if len(_probed) >= _MAX_PROBED:
+            _probed.clear()
+        _probed[key] = kept
+        fresh = [(o, e) for o, e in refused if (o[0], o[1]) not in _refused_logged]
+        _refused_logged.update((o[0], o[1]) for o, _ in fresh)
+    for (level, name, value), error in fresh:
+        _log.warning(
+            "this platform refuses socket option (level %d, option %d) = %r (%s): "
+            "connections go on without it",
+            level,
+            name,
+            value,
+            error,
+        )
+    return kept
+
+
+def reset_probes() -> None:
+    """Forget probed option lists (tests; a forked child keeps them: same kernel)."""
+    with _probe_lock:
+        _probed.clear()
+        _refused_logged.clear()
 
 
 #: The running platform's constants, read once (no I/O, no mutation).

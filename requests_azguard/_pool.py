@@ -20,7 +20,7 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.poolmanager import PoolManager, ProxyManager
 from urllib3.util.retry import Retry
 
-from . import _watchdog
+from . import _fork, _watchdog
 from ._config import GuardConfig
 from ._connection import AzHTTPConnection, AzHTTPSConnection, GuardedConnection
 from ._instrument import NoopInstrumentation, hooks
@@ -128,6 +128,7 @@ class GuardedPool:
         super().__init__(*args, **kwargs)
         # Per thread: the attempt in progress (see _Attempt).
         self._azguard_local = threading.local()
+        _fork.track_pool(self)  # a forked child forgets this pool's connections
 
     def _azguard_attempt_record(self) -> _Attempt:
         local = self._azguard_local
@@ -141,7 +142,8 @@ class GuardedPool:
         if isinstance(conn, GuardedConnection) and self.azguard_config is not None:
             conn.azguard_config = self.azguard_config
             scheme = getattr(self, "scheme", "http")
-            conn.azguard_host_label = f"{scheme}://{self.host}:{self.port}"
+            host = f"[{self.host}]" if ":" in self.host else self.host  # IPv6, as _origin_key
+            conn.azguard_host_label = f"{scheme}://{host}:{self.port}"
             proxy = self.proxy
             if proxy is not None and proxy.host:
                 conn.azguard_via_proxy = True
@@ -301,6 +303,7 @@ class _GuardedManager:
         # would copy, hash and compare them as part of the pool key on every
         # request (about 0.7 µs): they are the same for every pool anyway.
         self.azguard_socket_options = kwargs.pop("socket_options", None)
+        _fork.track_manager(self)
 
     def _new_pool(
         self, scheme: str, host: str, port: int, request_context: Optional[Dict[str, Any]] = None

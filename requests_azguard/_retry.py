@@ -102,7 +102,9 @@ class AzRetry(Retry):
             cache = self._azguard_methods = {}
         known: Optional[bool] = cache.get(method)
         if known is None:
-            known = cache[method] = bool(Retry._is_method_retryable(self, method.upper()))
+            known = bool(Retry._is_method_retryable(self, method.upper()))
+            if len(cache) < 64:  # methods are free-form strings: bounded
+                cache[method] = known
         return known
 
     def _urllib3_refuses(self, method: Optional[str], error: Exception) -> bool:

@@ -43,7 +43,6 @@ while something is parked or in flight, and ends after a few quiet sweeps.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from typing import Any, Callable, Dict, Final, List, Optional, Tuple
@@ -57,6 +56,7 @@ __all__ = [
     "VERDICT_PROBES",
     "WAIT",
     "abort_inflight",
+    "after_fork_in_child",
     "claim",
     "inflight",
     "inflight_action",
@@ -261,8 +261,12 @@ def _start() -> None:
         if _thread is not None:
             return
         if not _fork_hook_registered:
-            # A forked child has the entries but not the thread.
-            os.register_at_fork(after_in_child=_forget_thread)
+            # A forked child has the entries but not the thread (_fork calls
+            # after_fork_in_child; registered here too for a connection of a
+            # pool _fork never saw).
+            from . import _fork
+
+            _fork.on_fork(after_fork_in_child)
             _fork_hook_registered = True
         _thread = threading.Thread(target=_run, name="requests-azguard-watchdog", daemon=True)
         _thread.start()
@@ -289,10 +293,10 @@ def _run() -> None:
         _start()
 
 
-def _forget_thread() -> None:
-    # The parent's thread did not survive the fork; the next park() starts one.
-    # Entries from before the fork share their sockets with the parent, whose
-    # own thread looks after them.
+def after_fork_in_child() -> None:
+    """Called by _fork in a child: no thread, a new lock, nothing parked or
+    watched (those connections are the parent's; the child's pools forget
+    them, and the parent's own thread looks after them)."""
     global _thread, _lock
     _lock = threading.Lock()
     _thread = None
