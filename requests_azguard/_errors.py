@@ -11,7 +11,13 @@ from typing import Any, Optional
 
 import requests
 
-__all__ = ["AzGuardError", "BlackHoleError", "CircuitOpenError", "ConfigError"]
+__all__ = [
+    "AzGuardError",
+    "BlackHoleError",
+    "CircuitOpenError",
+    "ConfigError",
+    "UnknownVariableWarning",
+]
 
 
 class AzGuardError(Exception):
@@ -30,6 +36,15 @@ class ConfigError(AzGuardError, ValueError):
         self.value = value
         self.accepted = accepted
         super().__init__(f"{name}={value!r} is invalid: expected {accepted}")
+
+
+class UnknownVariableWarning(UserWarning):
+    """An ``AZGUARD_*`` environment variable that is not a setting (a typo?).
+
+    The variable is ignored; the message names the closest known variable.
+    Silence it with ``warnings.filterwarnings("ignore",
+    category=requests_azguard.UnknownVariableWarning)``.
+    """
 
 
 class CircuitOpenError(AzGuardError, requests.exceptions.ConnectionError):
