@@ -26,6 +26,7 @@ from ._instrument import (
     remove_instrumentation,
 )
 from ._log import LoggingInstrumentation
+from ._otel import OpenTelemetryInstrumentation
 from ._prometheus import PrometheusInstrumentation
 
 __version__ = "0.1.0"
@@ -44,6 +45,7 @@ __all__ = [
     "Installation",
     "Instrumentation",
     "LoggingInstrumentation",
+    "OpenTelemetryInstrumentation",
     "PrometheusInstrumentation",
     "UnknownVariableWarning",
     "add_instrumentation",

@@ -514,6 +514,10 @@ def enable_from_config(config: GuardConfig) -> Optional[PrometheusInstrumentatio
     unavailable port or a missing ``prometheus_client``.
     """
     global _backend, _import_warned
+    if config.otel:
+        from ._otel import enable_from_config as enable_otel
+
+        enable_otel(config)
     if config.metrics_port is None:
         return None
     try:
