@@ -20,6 +20,10 @@ setup() {  # name, pins...
 setup latest "requests" "urllib3>=2,<3"
 setup legacy "requests==2.31.0" "urllib3>=1.26,<2"
 
+echo "== docs: mkdocs build --strict (latest line)"
+.venv-latest/bin/python -m pip install -q --disable-pip-version-check -e ".[docs]"
+NO_MKDOCS_2_WARNING=1 .venv-latest/bin/mkdocs build --strict --quiet -d "$(mktemp -d)" || status=1
+
 echo "== ruff and mypy (latest line)"
 .venv-latest/bin/ruff check requests_azguard tests benchmarks examples || status=1
 .venv-latest/bin/ruff format --check requests_azguard || status=1
