@@ -164,3 +164,14 @@ def test_quickstart_runs() -> None:
     assert done.returncode == 0, done.stderr
     assert "-> 200" in done.stdout
     assert "<AzGuardAdapter" in done.stdout
+
+
+def test_the_wheel_run_uses_the_installed_package() -> None:
+    """tests/run.sh sets REQUESTS_AZGUARD_WHEEL=1 for its run against the built wheel."""
+    import os
+
+    if os.environ.get("REQUESTS_AZGUARD_WHEEL") != "1":
+        return
+    location = pathlib.Path(az.__file__).resolve()
+    assert "site-packages" in location.parts, location
+    assert location != ROOT / "requests_azguard" / "__init__.py", location
