@@ -17,16 +17,22 @@ from ._errors import (
     CircuitOpenError,
     ConfigError,
     ProxyCircuitOpenError,
+    UnknownVariableWarning,
 )
-from ._install import install, uninstall
+from ._fallback import fallback_response
+from ._install import Installation, InstallConflictError, install, is_installed, uninstall
 from ._instrument import (
     Instrumentation,
     add_instrumentation,
     remove_instrumentation,
 )
+from ._log import LoggingInstrumentation
+from ._otel import OpenTelemetryInstrumentation
+from ._prometheus import PrometheusInstrumentation
 
 __version__ = "0.1.0"
 
+# The one list of public names (a test keeps it sorted and complete).
 __all__ = [
     "AzGuardAdapter",
     "AzGuardError",
@@ -36,11 +42,19 @@ __all__ = [
     "ConfigError",
     "Fallback",
     "GuardConfig",
+    "InstallConflictError",
+    "Installation",
     "Instrumentation",
+    "LoggingInstrumentation",
+    "OpenTelemetryInstrumentation",
+    "PrometheusInstrumentation",
     "ProxyCircuitOpenError",
+    "UnknownVariableWarning",
     "add_instrumentation",
     "breaker_key",
+    "fallback_response",
     "install",
+    "is_installed",
     "mount",
     "remove_instrumentation",
     "reset_breakers",
@@ -53,3 +67,5 @@ _pending = globals().pop("_azguard_autostart_pending", None)
 if _pending is not None:
     _pending()
 del _pending
+# ``from __future__ import annotations`` binds a name; it is not part of the API.
+del annotations

@@ -9,6 +9,7 @@ adapter comes back with its configuration, and ``**pool_kwargs`` pass through.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, List, Mapping, Optional, Tuple, Union
 
 import requests
@@ -100,6 +101,22 @@ class AzGuardAdapter(HTTPAdapter):
         # Whatever the caller gave (an int, a Retry), keep every setting and
         # add the guard's replay rules: still urllib3's one retry loop.
         self.max_retries = AzRetry.wrap(self.max_retries, config.retry_non_idempotent)
+
+    #: How ``repr()`` names the class (``install()``'s subclass says so).
+    _azguard_repr_name = "AzGuardAdapter"
+
+    def __repr__(self) -> str:
+        # What a user printing a session's adapters needs: which settings
+        # differ from the defaults (the config lives in ``azguard_config``;
+        # ``config`` is requests' own dict).
+        config = getattr(self, "azguard_config", None)
+        parts = [] if config is None else config_changes(config)
+        for name in ("azguard_fallback", "azguard_breaker_key"):
+            value = getattr(self, name, None)
+            if value is not None:
+                label = getattr(value, "__qualname__", None) or type(value).__qualname__
+                parts.append(f"{name[len('azguard_') :]}={label}")
+        return f"<{self._azguard_repr_name} {', '.join(parts) or 'default config'}>"
 
     # -- requests' documented hooks ----------------------------------------
 
@@ -253,6 +270,21 @@ def _as_guard_error(exc: requests.RequestException, request: requests.PreparedRe
             f"black-holed flow: the peer's TCP stopped answering ({exc})", request=request
         )
     return exc
+
+
+def config_changes(config: GuardConfig) -> List[str]:
+    """``name=value`` for every field of ``config`` that differs from its default
+    (the Redis URL with its password hidden)."""
+    out = []
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if value == field.default:
+            continue
+        if field.name == "redis_url":
+            out.append(f"redis_url={config.redis_url_redacted!r}")
+        else:
+            out.append(f"{field.name}={value!r}")
+    return out
 
 
 def mount(

@@ -60,17 +60,39 @@ def _say(line: str) -> None:
         pass
 
 
+def _note(line: str) -> None:
+    """One stderr line that is a warning, not a failure (the guard is on)."""
+    stream = sys.stderr
+    if stream is None or line in _said:
+        return
+    _said.add(line)
+    try:
+        stream.write(f"azguard: {line}\n")
+        stream.flush()
+    except Exception:
+        pass
+
+
 def _install() -> None:
     """Install the guard; any failure is one stderr line, never an exception."""
     try:
-        from requests_azguard._errors import ConfigError
+        from requests_azguard._errors import ConfigError, UnknownVariableWarning
     except Exception as exc:
         _say(f"cannot import requests_azguard ({type(exc).__name__}: {exc})")
         return
     try:
+        import warnings
+
+        from requests_azguard._config import unknown_env_messages
         from requests_azguard._install import install
 
-        install()
+        # A misspelt variable is said once here, in the hook's own words;
+        # the same finding as a Python warning from install() would be twice.
+        for line in unknown_env_messages():
+            _note(line)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UnknownVariableWarning)
+            install()
     except ConfigError as exc:
         # str(ConfigError) is "AZGUARD_X='value' is invalid: expected ...".
         _say(str(exc))
@@ -147,6 +169,18 @@ class RequestsHook:
             pass
 
 
+def _is_azguard_cli() -> bool:
+    """True in the ``azguard`` console script and ``python -m requests_azguard``."""
+    argv = getattr(sys, "argv", None) or [""]
+    name = os.path.basename(str(argv[0])).lower()
+    if name in ("azguard", "azguard.exe", "azguard-script.py"):
+        return True
+    # sys.orig_argv is 3.10+; during start-up sys.argv[0] is only "-m".
+    orig = list(getattr(sys, "orig_argv", None) or ())
+    pairs = zip(orig, orig[1:])
+    return any(a == "-m" and b == "requests_azguard" for a, b in pairs)
+
+
 def start(environ: Optional[Mapping[str, str]] = None) -> bool:
     """Arm the guard if ``AZGUARD_AUTO`` is true; ``True`` if armed or installed.
 
@@ -158,6 +192,11 @@ def start(environ: Optional[Mapping[str, str]] = None) -> bool:
         raw = (os.environ if environ is None else environ).get("AZGUARD_AUTO", "")
         text = raw.strip().lower()
         if not text or text in _FALSE:
+            return False
+        if _is_azguard_cli():
+            # The azguard command validates and reports the configuration
+            # itself (`azguard env`, `azguard run`): saying it here too would
+            # print every finding twice.
             return False
         if text not in _TRUE:
             _say(f"AZGUARD_AUTO={raw!r} is invalid: expected {_BOOL_ACCEPTED}")

@@ -32,6 +32,10 @@ def _usage() -> str:
     for name, (_, summary) in COMMANDS.items():
         lines.append(f"  {name.ljust(width)}  {summary}")
     lines.append("")
+    lines.append("options:")
+    lines.append("  -h, --help  show this help and exit")
+    lines.append("  --version   print the version and exit")
+    lines.append("")
     lines.append("Run 'azguard COMMAND --help' for a command's options.")
     return "\n".join(lines)
 

@@ -9,9 +9,11 @@ variable, the value and what is accepted; nothing falls back to a default.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import os
 import re
+import warnings
 from typing import (
     Any,
     Callable,
@@ -25,10 +27,10 @@ from typing import (
     Tuple,
 )
 
-from ._errors import ConfigError
+from ._errors import ConfigError, UnknownVariableWarning
 from ._redact import redact_url
 
-__all__ = ["ENV_VARS", "EnvValue", "GuardConfig", "describe_env"]
+__all__ = ["ENV_VARS", "EnvValue", "GuardConfig", "describe_env", "unknown_env_vars"]
 
 # Keepalive idle stays well below the shortest common middlebox idle timeout
 # (Azure LB 240 s; AWS NAT gateway 350 s; GCP 600 s) so that probes keep the
@@ -114,6 +116,8 @@ class GuardConfig:
     dns_recheck: Optional[float] = None
     metrics_port: Optional[int] = None
     metrics_addr: str = DEFAULT_METRICS_ADDR
+    # Report the metrics through the OpenTelemetry API (the ``otel`` extra).
+    otel: bool = False
     # Health grade thresholds (Python only): rtt in seconds, retransmits.
     health_rtt_degraded: float = 0.050
     health_rtt_unhealthy: float = 0.200
@@ -150,7 +154,10 @@ class GuardConfig:
             if item.source != "default" and item.field:
                 values[item.field] = item.value
         values.update(overrides)
-        return cls(**values)
+        config = cls(**values)
+        for message in unknown_env_messages(environ):
+            warnings.warn(UnknownVariableWarning(message), stacklevel=2)
+        return config
 
 
 # --------------------------------------------------------------------------
@@ -433,10 +440,45 @@ _SPEC: Tuple[_Var, ...] = (
         "a TCP port from 1 to 65535",
     ),
     _Var("AZGUARD_METRICS_ADDR", "metrics_addr", _parse_addr, "an IP address"),
+    _Var("AZGUARD_OTEL", "otel", _parse_bool, "1 or 0"),
 )
 
 #: Every ``AZGUARD_*`` variable the library understands.
 ENV_VARS: Tuple[str, ...] = tuple(v.variable for v in _SPEC)
+
+
+# AZGUARD_* names that are not settings but belong to this project's own
+# tooling (the test suite's switch that turns skips into failures in CI).
+_NOT_SETTINGS: Final = frozenset({"AZGUARD_REQUIRE_CHAOS"})
+
+
+def unknown_env_vars(
+    environ: Optional[Mapping[str, str]] = None,
+) -> List[Tuple[str, Optional[str]]]:
+    """``(name, closest known variable or None)`` for every ``AZGUARD_*``
+    name in the environment that is not a setting, sorted by name.
+
+    The prefix is matched case-insensitively (``azguard_retries`` is a typo
+    too); such variables are ignored by the configuration.
+    """
+    env = os.environ if environ is None else environ
+    known = set(ENV_VARS) | _NOT_SETTINGS
+    found = []
+    for name in sorted(env):
+        if not name.upper().startswith("AZGUARD_") or name in known:
+            continue
+        close = difflib.get_close_matches(name.upper(), ENV_VARS, n=1, cutoff=0.6)
+        found.append((name, close[0] if close else None))
+    return found
+
+
+def unknown_env_messages(environ: Optional[Mapping[str, str]] = None) -> List[str]:
+    """One line per unknown ``AZGUARD_*`` name (see :func:`unknown_env_vars`)."""
+    lines = []
+    for name, close in unknown_env_vars(environ):
+        hint = f"did you mean {close}?" if close else "see `azguard env --help` for the known ones"
+        lines.append(f"{name} is not a known variable and is ignored; {hint}")
+    return lines
 
 
 class EnvValue(NamedTuple):
@@ -522,7 +564,7 @@ def _whole(cfg: GuardConfig, name: str, minimum: int, maximum: int, optional: bo
 
 
 def _validate(cfg: GuardConfig) -> None:
-    for name in ("keepalive", "breaker"):
+    for name in ("keepalive", "breaker", "otel"):
         _check(
             isinstance(getattr(cfg, name), bool),
             f"GuardConfig.{name}",

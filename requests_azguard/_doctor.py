@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import socket
+import ssl
 import sys
 import time
 import warnings
@@ -282,6 +283,12 @@ def _root_cause(exc: BaseException) -> str:
         if id(cur) in seen:
             continue
         seen.add(id(cur))
+        if isinstance(cur, ssl.SSLError):
+            # An SSLError's errno is OpenSSL's error code, not an errno: code 1
+            # would read as EPERM.  Say what TLS said.
+            reason = getattr(cur, "reason", None)
+            detail = getattr(cur, "verify_message", None) or cur.strerror or str(cur)
+            return f"TLS {reason} ({detail})" if reason else f"TLS error ({detail})"
         if isinstance(cur, OSError) and cur.errno:
             import errno as errno_mod
 
@@ -366,6 +373,7 @@ def diagnose(
         # options; read again there (the in-flight watchdog may tighten them
         # while a response is awaited).  A closed connection keeps the first read.
         idle_sock = getattr(conn, "sock", None)
+        keep_alive = idle_sock is not None
         if idle_sock is not None:
             # The watchdog leaves a busy connection tight for its next
             # request and relaxes it after a short idle time: do that now.
@@ -384,6 +392,7 @@ def diagnose(
     report.update(
         url=_redact(url),
         ok=True,
+        keep_alive=keep_alive,
         status=resp.status_code,
         reason=resp.reason,
         location=_redact(resp.headers["Location"]) if "Location" in resp.headers else None,
@@ -418,8 +427,27 @@ def diagnose(
     report["warnings"] = advise(
         config, report["socket_options"], report["sysctl"], report["_tcp"], report["health"]
     )
+    if not keep_alive:
+        report["warnings"].insert(
+            0,
+            "the server closed the connection after the response (no keep-alive: HTTP/1.0 or "
+            "'Connection: close'): every request pays a new connection, the guard's reuse "
+            "checks never apply, and the idle socket could not be read back",
+        )
     del report["_tcp"]
     return report
+
+
+def rounded(value: Any, digits: int = 6) -> Any:
+    """``value`` with every float rounded to ``digits`` decimals (microseconds
+    for seconds): ``0.20001300000000002`` prints as ``0.200013``."""
+    if isinstance(value, float):
+        return round(value, digits)
+    if isinstance(value, dict):
+        return {k: rounded(v, digits) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [rounded(v, digits) for v in value]
+    return value
 
 
 def _redact(url: str) -> str:
@@ -492,8 +520,11 @@ def _render(report: Dict[str, Any]) -> str:
         f"  timing        dns {_ms(t['dns_s'])}, tcp connect {_ms(t['tcp_connect_s'])}, "
         f"tls {_ms(t['tls_s'])}, first byte {_ms(t['first_byte_s'])}, total {_ms(t['total_s'])}"
     )
-    add(f"socket options (getsockopt on the live socket, {report['socket_options_read']})")
     opts = report.get("socket_options") or {}
+    if opts:
+        add(f"socket options (getsockopt on the live socket, {report['socket_options_read']})")
+    else:
+        add("socket options")
     flight = report.get("socket_options_in_flight") or {}
     units = {"TCP_KEEPIDLE": " s", "TCP_KEEPINTVL": " s", "TCP_USER_TIMEOUT": " ms"}
     for name, value in opts.items():
@@ -502,7 +533,7 @@ def _render(report: Dict[str, Any]) -> str:
             shown += f"  (while the response was read: {flight[name]}{units.get(name, '')})"
         add(f"  {name:<17} {shown}")
     if not opts:
-        add("  n/a (no live socket)")
+        add("  not read: the server closed the connection (no keep-alive, see warnings)")
     add("TCP_INFO")
     tcp = report.get("tcp_info")
     if tcp:
@@ -513,7 +544,7 @@ def _render(report: Dict[str, Any]) -> str:
         )
         add(f"  base rto {_ms(report['base_rto_s'])}, health {report['health']}")
     elif sys.platform.startswith("linux"):
-        add("  n/a (no live socket: the server closed the connection)")
+        add("  not read: the server closed the connection (no keep-alive, see warnings)")
     else:
         add("  n/a (Linux only)")
     add("kernel")
@@ -591,7 +622,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except DoctorError as exc:
         return _fail(scrub(str(exc), args.url), args.json)
     if args.json:
-        print(json.dumps(_scrubbed(report, args.url), sort_keys=True))
+        print(json.dumps(rounded(_scrubbed(report, args.url)), sort_keys=True))
     else:
         print(scrub(_render(report), args.url))
     return EXIT_OK

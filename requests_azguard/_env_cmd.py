@@ -8,7 +8,7 @@ import os
 import sys
 from typing import Any, List, Mapping, Optional
 
-from ._config import describe_env
+from ._config import describe_env, unknown_env_vars
 from ._errors import ConfigError
 
 __all__ = ["main"]
@@ -33,10 +33,19 @@ def _show(value: Any, variable: str = "") -> str:
 
 
 def main(argv: Optional[List[str]] = None, environ: Optional[Mapping[str, str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="azguard env", description=__doc__)
+    from ._env_doc import help_epilog
+
+    parser = argparse.ArgumentParser(
+        prog="azguard env",
+        description="The effective configuration, each value with its source "
+        "(default or the variable that set it). Exit status 2 on a bad value.",
+        epilog=help_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     env = os.environ if environ is None else environ
+    unknown = unknown_env_vars(env)
     try:
         items = describe_env(env)
     except ConfigError as exc:
@@ -57,11 +66,25 @@ def main(argv: Optional[List[str]] = None, environ: Optional[Mapping[str, str]] 
             }
             for i in items
         }
+        for name, close in unknown:
+            out[name] = {
+                "field": None,
+                "value": None,
+                "shown": "ignored",
+                "source": "unknown",
+                "did_you_mean": close,
+            }
         print(json.dumps(out, indent=2, sort_keys=True))
         return 0
     width = max(len(i.variable) for i in items)
     for i in items:
         print(f"{i.variable.ljust(width)}  {_show(i.value, i.variable):<22}  ({i.source})")
+    if unknown:
+        print()
+        print("unknown variables (ignored):")
+        for name, close in unknown:
+            hint = f"did you mean {close}?" if close else "no known variable is close"
+            print(f"  {name}: {hint}")
     return 0
 
 

@@ -17,6 +17,7 @@ __all__ = [
     "CircuitOpenError",
     "ConfigError",
     "ProxyCircuitOpenError",
+    "UnknownVariableWarning",
 ]
 
 
@@ -36,6 +37,15 @@ class ConfigError(AzGuardError, ValueError):
         self.value = value
         self.accepted = accepted
         super().__init__(f"{name}={value!r} is invalid: expected {accepted}")
+
+
+class UnknownVariableWarning(UserWarning):
+    """An ``AZGUARD_*`` environment variable that is not a setting (a typo?).
+
+    The variable is ignored; the message names the closest known variable.
+    Silence it with ``warnings.filterwarnings("ignore",
+    category=requests_azguard.UnknownVariableWarning)``.
+    """
 
 
 class CircuitOpenError(AzGuardError, requests.exceptions.ConnectionError):

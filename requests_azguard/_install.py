@@ -72,6 +72,8 @@ class _InstalledAdapter(AzGuardAdapter):
     module-level class so sessions holding it stay picklable.
     """
 
+    _azguard_repr_name = "AzGuardAdapter (installed)"
+
     def __init__(self, config: Optional[GuardConfig] = None, **kwargs: Any) -> None:
         if config is None:
             config = _state.config

@@ -39,6 +39,7 @@ azguard_tcp_health_total                 counter    host, grade
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import threading
 from typing import TYPE_CHECKING, Any, Dict, Iterable, Optional, Set, Tuple
@@ -169,6 +170,9 @@ METRICS: Tuple[Tuple[str, str, str, str, Tuple[str, ...]], ...] = (
     ),
 )
 
+# Series labelled by host alone, created at zero when a host is first seen.
+_PER_HOST = tuple(attr for attr, _, _, _, labels in METRICS if labels == ("host",))
+
 _collectors_lock = threading.Lock()
 _collectors: Dict[int, Tuple[Any, Dict[str, Any]]] = {}
 
@@ -189,13 +193,37 @@ def _make_collectors(registry: Any = None) -> Dict[str, Any]:
             if kind == "counter":
                 made[attr] = pc.Counter(name, doc, labels, registry=registry)
             elif kind == "gauge":
-                made[attr] = pc.Gauge(name, doc, labels, registry=registry)
+                # Multi-process mode: the worst state among live processes
+                # (ignored without PROMETHEUS_MULTIPROC_DIR).
+                made[attr] = pc.Gauge(
+                    name, doc, labels, registry=registry, multiprocess_mode="livemax"
+                )
             else:
                 buckets = CONNECT_BUCKETS if attr == "connect_seconds" else RTT_BUCKETS
                 made[attr] = pc.Histogram(name, doc, labels, buckets=buckets, registry=registry)
         # The registry is kept referenced so its id cannot be reused.
         _collectors[id(registry)] = (registry, made)
         return made
+
+
+def multiprocess_dir() -> Optional[str]:
+    """prometheus_client's multiprocess directory, if this process uses one."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+def _scrape_registry() -> Any:
+    """What the endpoint serves: the default registry, or in multiprocess mode
+    (``PROMETHEUS_MULTIPROC_DIR``) every process's values from that directory,
+    collected afresh per scrape as prometheus_client prescribes."""
+    import prometheus_client as pc
+
+    if not multiprocess_dir():
+        return pc.REGISTRY
+    from prometheus_client import multiprocess
+
+    registry = pc.CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return registry
 
 
 class PrometheusInstrumentation:
@@ -214,9 +242,25 @@ class PrometheusInstrumentation:
         max_hosts: int = 50,
     ) -> None:
         self._m = _make_collectors(registry)
-        self._host = HostLabels(hosts, max_hosts)
+        self._labels = HostLabels(hosts, max_hosts)
         self._reason = BoundedLabel()
         self._errno = BoundedLabel()
+        self._known: Set[str] = set()
+        self._known_lock = threading.Lock()
+
+    def _host(self, host: str) -> str:
+        """The host's label; its first use creates its series at zero, so a
+        dashboard shows a healthy host (breaker closed, no errors) instead of
+        "no data"."""
+        label = self._labels(host)
+        if label not in self._known:
+            with self._known_lock:
+                if label not in self._known:
+                    for attr in _PER_HOST:
+                        self._m[attr].labels(label)
+                    self._m["breaker_state"].labels(label).set(0)
+                    self._known.add(label)
+        return label
 
     def connection_opened(self, host: str, connect_seconds: float) -> None:
         h = self._host(host)
@@ -271,24 +315,49 @@ def _state(name: str) -> str:
 # The HTTP endpoint.
 
 
-class MetricsServer:
-    """A running metrics endpoint (``/metrics``, also ``/``) in a daemon thread."""
+#: Seconds a metrics client may stay silent before its connection is closed.
+IDLE_TIMEOUT = 10.0
+#: Connections served at once; more are answered 503 and closed at once, so
+#: idle or slow clients can never pin more than this many threads.
+MAX_THREADS = 8
 
-    def __init__(self, addr: str, port: int, registry: Any = None) -> None:
+
+class MetricsServer:
+    """A running metrics endpoint (``/metrics``, also ``/``) in a daemon thread.
+
+    Each client connection is served in its own thread, at most
+    ``max_threads`` at once; a client silent for ``idle_timeout`` seconds is
+    disconnected.  The listening socket is closed in forked children, so the
+    port is free once this process exits even if a child lives on.
+    """
+
+    def __init__(
+        self,
+        addr: str,
+        port: int,
+        registry: Any = None,
+        *,
+        idle_timeout: float = IDLE_TIMEOUT,
+        max_threads: int = MAX_THREADS,
+    ) -> None:
         # Imported here so that importing this module (as the adapter does) stays cheap.
         import http.server
         import ipaddress
 
         import prometheus_client as pc
 
-        reg = pc.REGISTRY if registry is None else registry
+        reg = registry
 
         class Handler(http.server.BaseHTTPRequestHandler):
+            # StreamRequestHandler applies this to the connection's socket:
+            # a client that sends nothing (or stops reading) is dropped.
+            timeout = idle_timeout
+
             def do_GET(self) -> None:
                 if self.path.split("?", 1)[0] not in ("/", "/metrics"):
                     self.send_error(404)
                     return
-                body = pc.generate_latest(reg)
+                body = pc.generate_latest(reg if reg is not None else _scrape_registry())
                 self.send_response(200)
                 self.send_header("Content-Type", pc.CONTENT_TYPE_LATEST)
                 self.send_header("Content-Length", str(len(body)))
@@ -305,13 +374,49 @@ class MetricsServer:
         except ValueError:
             pass  # "localhost"
 
+        slots = threading.BoundedSemaphore(max_threads)
+        owner = self
+
         class Server(http.server.ThreadingHTTPServer):
             address_family = family
             daemon_threads = True
+            # Threads are bounded by ``slots``; socketserver need not keep
+            # a list of them to join (it would grow with every scrape on 3.7+).
+            block_on_close = False
+            # socketserver's default backlog of 5 drops SYNs under a burst
+            # of clients (each then waits a second to retry).
+            request_queue_size = 128
 
+            def process_request(self, request: Any, client_address: Any) -> None:
+                if not slots.acquire(blocking=False):
+                    _refuse(request)
+                    self.shutdown_request(request)
+                    return
+                owner._open.add(request)
+                try:
+                    super().process_request(request, client_address)
+                except BaseException:
+                    owner._open.discard(request)
+                    slots.release()
+                    raise
+
+            def process_request_thread(self, request: Any, client_address: Any) -> None:
+                try:
+                    super().process_request_thread(request, client_address)
+                finally:
+                    owner._open.discard(request)
+                    slots.release()
+
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                pass  # a client that timed out or went away is not an error
+
+        # Sockets of connections being served, closed in a forked child.
+        self._open: Set[Any] = set()
         self.httpd = Server((addr, port), Handler)
         self.addr = addr
         self.port = self.httpd.server_address[1]
+        self.max_threads = max_threads
+        self.idle_timeout = idle_timeout
         self._thread = threading.Thread(
             target=self.httpd.serve_forever, name="azguard-metrics", daemon=True
         )
@@ -322,12 +427,48 @@ class MetricsServer:
         self.httpd.server_close()
         self._thread.join(5)
 
+    def _close_in_child(self) -> None:
+        """After fork: the serving thread is gone; release the child's copies
+        of the listening and client sockets without touching the parent's
+        (close() of a duplicated descriptor sends nothing on the wire)."""
+        for sock in [self.httpd.socket, *list(self._open)]:
+            try:
+                sock.close()
+            except OSError:
+                pass
+        self._open.clear()
+
+
+def _refuse(request: Any) -> None:
+    """Tell a client over the thread limit to come back, without blocking."""
+    try:
+        request.setblocking(False)
+        request.send(
+            b"HTTP/1.0 503 Service Unavailable\r\nRetry-After: 1\r\n"
+            b"Content-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+    except OSError:
+        pass
+
 
 _state_lock = threading.Lock()
 _servers: Dict[Tuple[str, int], MetricsServer] = {}
 _warned: Set[Tuple[str, int]] = set()
 _backend: Optional[PrometheusInstrumentation] = None
 _import_warned = False
+_fork_hook = False
+
+
+def _after_fork_in_child() -> None:
+    """A forked child must not keep the parent's port (scrapes would land on
+    a process that never answers, and a restarted parent could not bind)."""
+    global _state_lock, _collectors_lock
+    _state_lock = threading.Lock()
+    _collectors_lock = threading.Lock()
+    servers = list(_servers.values())
+    _servers.clear()
+    for server in servers:
+        server._close_in_child()
 
 
 def serve_metrics(addr: str, port: int) -> Optional[MetricsServer]:
@@ -336,6 +477,7 @@ def serve_metrics(addr: str, port: int) -> Optional[MetricsServer]:
     Returns the server, or None (logged once per address) when the port
     cannot be bound.
     """
+    global _fork_hook
     key = (addr, port)
     with _state_lock:
         # Binding is a local, non-blocking syscall: holding the lock across it
@@ -345,6 +487,9 @@ def serve_metrics(addr: str, port: int) -> Optional[MetricsServer]:
             return server
         if key in _warned:
             return None
+        if not _fork_hook and hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=_after_fork_in_child)
+            _fork_hook = True
         try:
             server = MetricsServer(addr, port)
         except OSError as exc:
@@ -369,6 +514,10 @@ def enable_from_config(config: GuardConfig) -> Optional[PrometheusInstrumentatio
     unavailable port or a missing ``prometheus_client``.
     """
     global _backend, _import_warned
+    if config.otel:
+        from ._otel import enable_from_config as enable_otel
+
+        enable_otel(config)
     if config.metrics_port is None:
         return None
     try:

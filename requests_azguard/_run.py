@@ -17,7 +17,7 @@ import subprocess
 import sys
 from typing import Dict, List, Optional
 
-from ._config import describe_env
+from ._config import describe_env, unknown_env_messages
 from ._errors import ConfigError
 
 __all__ = ["EXIT_CANNOT_EXECUTE", "EXIT_CONFIG", "EXIT_NOT_FOUND", "child_environ", "main"]
@@ -37,12 +37,27 @@ _EPILOG = (
 def child_environ(environ: Optional[Dict[str, str]] = None) -> Dict[str, str]:
     """The program's environment: ``environ`` with ``AZGUARD_AUTO=1``, validated.
 
-    Raises ``ConfigError`` on the first bad ``AZGUARD_*`` value.
+    Raises ``ConfigError`` on the first bad ``AZGUARD_*`` value or unknown
+    ``AZGUARD_*`` name (a misspelt setting would silently not apply).
     """
     env = dict(os.environ if environ is None else environ)
     env["AZGUARD_AUTO"] = "1"
     describe_env(env)
+    unknown = unknown_env_messages(env)
+    if unknown:
+        raise UnknownVariableError(unknown)
     return env
+
+
+class UnknownVariableError(ConfigError):
+    """``azguard run`` refuses unknown ``AZGUARD_*`` names, like bad values."""
+
+    def __init__(self, lines: List[str]) -> None:
+        ValueError.__init__(self, "; ".join(lines))
+        self.name = "AZGUARD_*"
+        self.value = None
+        self.accepted = "known variable names (azguard env --help)"
+        self.lines = lines
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -66,6 +81,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         return EXIT_CONFIG
     try:
         env = child_environ()
+    except UnknownVariableError as exc:
+        for line in exc.lines:
+            print(f"azguard run: {line}", file=sys.stderr)
+        return EXIT_CONFIG
     except ConfigError as exc:
         print(f"azguard run: {exc}", file=sys.stderr)
         return EXIT_CONFIG

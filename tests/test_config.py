@@ -34,6 +34,7 @@ CASES = {
     "AZGUARD_DNS_RECHECK": ("30s", 30.0, "soon"),
     "AZGUARD_METRICS_PORT": ("9464", 9464, "70000"),
     "AZGUARD_METRICS_ADDR": ("0.0.0.0", "0.0.0.0", "not an address"),
+    "AZGUARD_OTEL": ("1", True, "otel"),
 }
 
 
