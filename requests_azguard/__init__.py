@@ -2,7 +2,8 @@
 keep-alive connection changes without telling anyone.
 
 The front door is small: ``mount()``, ``AzGuardAdapter``, ``GuardConfig``,
-``install()``/``uninstall()`` and the errors.  Importing the package has no
+``install()``/``uninstall()`` and the errors; for urllib3 users (and SDKs),
+the guarded ``PoolManager``/``ProxyManager``/``proxy_from_url``.  Importing the package has no
 side effects: the environment is read only when a config is built.
 """
 
@@ -18,6 +19,7 @@ from ._instrument import (
     add_instrumentation,
     remove_instrumentation,
 )
+from ._urllib3 import PoolManager, ProxyManager, proxy_from_url
 
 __version__ = "0.1.0"
 
@@ -31,10 +33,13 @@ __all__ = [
     "Fallback",
     "GuardConfig",
     "Instrumentation",
+    "PoolManager",
+    "ProxyManager",
     "add_instrumentation",
     "breaker_key",
     "install",
     "mount",
+    "proxy_from_url",
     "remove_instrumentation",
     "reset_breakers",
     "uninstall",
