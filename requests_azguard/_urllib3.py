@@ -135,6 +135,8 @@ class _FrontDoorPool:
     port: Optional[int]
     # (registry, generation, breaker) for this pool's own origin.
     _azguard_breaker: Optional[Tuple[Any, int, HostBreaker]] = None
+    # (the pool's retries, that Retry wrapped as an AzRetry).
+    _azguard_default_retry: Optional[Tuple[Any, AzRetry]] = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -170,7 +172,15 @@ class _FrontDoorPool:
             return super().urlopen(  # type: ignore[misc]
                 method, url, body, headers, retries, *args, **kwargs
             )
-        if not isinstance(retries, AzRetry):
+        if retries is None and isinstance(self.retries, Retry):
+            # The pool's own Retry (PoolManager.urlopen passes none): wrapped
+            # once, not on every request.
+            cached = self._azguard_default_retry
+            if cached is None or cached[0] is not self.retries:
+                wrapped = AzRetry.wrap(self.retries, config.retry_non_idempotent)
+                cached = self._azguard_default_retry = (self.retries, wrapped)
+            retries = cached[1]
+        elif not isinstance(retries, AzRetry):
             if not isinstance(retries, Retry):
                 # What urllib3's own urlopen does with None, an int or a bool.
                 redirect = args[0] if args else kwargs.get("redirect", True)
