@@ -433,3 +433,26 @@ def test_azure_core_pipeline_client_under_autostart_is_guarded() -> None:
     _guarded_sockets(guarded)
     assert plain["adapter"] == "BiggerBlockSizeHTTPAdapter"
     assert plain["sockets"][0]["SO_KEEPALIVE"] == 0
+
+
+def test_env_command_says_which_libraries_are_reached(capsys: pytest.CaptureFixture[str]) -> None:
+    from requests_azguard import _env_cmd
+
+    assert _env_cmd.main([], {"AZGUARD_AUTO": "1"}) == 0
+    out = capsys.readouterr().out
+    assert "libraries reached by install() / AZGUARD_AUTO=1:" in out
+    assert f"requests    {requests.__version__}: requests.sessions.HTTPAdapter" in out
+    assert _env_cmd.main(["--json"], {"AZGUARD_AUTO": "requests"}) == 0
+    reach = json.loads(capsys.readouterr().out)["AZGUARD_AUTO"]["reaches"]
+    assert reach["requests"].endswith("requests.sessions.HTTPAdapter")
+    for library in ("botocore", "kubernetes", "azure-core"):
+        assert reach[library] in ("not installed", "not reached (AZGUARD_AUTO=requests)")
+
+
+def test_auto_accepts_requests_and_says_what_it_accepts() -> None:
+    from requests_azguard._config import describe_env
+
+    (auto,) = [i for i in describe_env({"AZGUARD_AUTO": "Requests"}) if i.variable == "AZGUARD_AUTO"]
+    assert auto.value == "requests"
+    with pytest.raises(az.ConfigError, match="or requests"):
+        describe_env({"AZGUARD_AUTO": "boto3"})
