@@ -456,3 +456,11 @@ def test_auto_accepts_requests_and_says_what_it_accepts() -> None:
     assert auto.value == "requests"
     with pytest.raises(az.ConfigError, match="or requests"):
         describe_env({"AZGUARD_AUTO": "boto3"})
+
+
+def test_run_keeps_a_requests_only_scope() -> None:
+    from requests_azguard import _run
+
+    assert _run.child_environ({"AZGUARD_AUTO": "requests"})["AZGUARD_AUTO"] == "requests"
+    assert _run.child_environ({"AZGUARD_AUTO": "0"})["AZGUARD_AUTO"] == "1"
+    assert _run.child_environ({})["AZGUARD_AUTO"] == "1"
