@@ -10,7 +10,10 @@ nothing.  Otherwise the line loads this file *by path*, without importing the
 of ``sys.meta_path`` that lets ``requests`` import normally and, once the
 package has finished executing, calls ``requests_azguard.install()``.  So a
 program that never imports requests pays almost nothing, and one that does is
-guarded from its first Session on.
+guarded from its first Session on.  With ``AZGUARD_AUTO=1`` the same finder
+also watches the SDK modules that build urllib3 pools themselves
+(``_WITH_SDKS``): a boto3 program never imports requests, and is guarded from
+its first client on; ``AZGUARD_AUTO=requests`` watches requests only.
 
 Nothing here may crash or block an interpreter: every failure becomes one line
 on stderr saying requests is NOT guarded, and the program runs on.  Only the
