@@ -2,7 +2,8 @@
 keep-alive connection changes without telling anyone.
 
 The front door is small: ``mount()``, ``AzGuardAdapter``, ``GuardConfig``,
-``install()``/``uninstall()`` and the errors.  Importing the package has no
+``install()``/``uninstall()`` and the errors; for urllib3 users (and SDKs),
+the guarded ``PoolManager``/``ProxyManager``/``proxy_from_url``.  Importing the package has no
 side effects: the environment is read only when a config is built.
 """
 
@@ -29,6 +30,7 @@ from ._instrument import (
 from ._log import LoggingInstrumentation
 from ._otel import OpenTelemetryInstrumentation
 from ._prometheus import PrometheusInstrumentation
+from ._urllib3 import PoolManager, ProxyManager, proxy_from_url
 
 __version__ = "0.1.0"
 
@@ -47,8 +49,10 @@ __all__ = [
     "Instrumentation",
     "LoggingInstrumentation",
     "OpenTelemetryInstrumentation",
+    "PoolManager",
     "PrometheusInstrumentation",
     "ProxyCircuitOpenError",
+    "ProxyManager",
     "UnknownVariableWarning",
     "add_instrumentation",
     "breaker_key",
@@ -56,6 +60,7 @@ __all__ = [
     "install",
     "is_installed",
     "mount",
+    "proxy_from_url",
     "remove_instrumentation",
     "reset_breakers",
     "uninstall",

@@ -10,7 +10,10 @@ nothing.  Otherwise the line loads this file *by path*, without importing the
 of ``sys.meta_path`` that lets ``requests`` import normally and, once the
 package has finished executing, calls ``requests_azguard.install()``.  So a
 program that never imports requests pays almost nothing, and one that does is
-guarded from its first Session on.
+guarded from its first Session on.  With ``AZGUARD_AUTO=1`` the same finder
+also watches the SDK modules that build urllib3 pools themselves
+(``_WITH_SDKS``): a boto3 program never imports requests, and is guarded from
+its first client on; ``AZGUARD_AUTO=requests`` watches requests only.
 
 Nothing here may crash or block an interpreter: every failure becomes one line
 on stderr saying requests is NOT guarded, and the program runs on.  Only the
@@ -39,6 +42,20 @@ PTH_NAME = "requests_azguard_autostart.pth"
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 _BOOL_ACCEPTED = "1 or 0 (also true/false, yes/no, on/off)"
+_AUTO_ACCEPTED = _BOOL_ACCEPTED + ", or requests"
+# The modules whose import arms the guard.  ``AZGUARD_AUTO=1`` also watches
+# the SDK modules that build urllib3 pool managers (a boto3-only program may
+# never import requests); ``AZGUARD_AUTO=requests`` watches requests alone.
+_REQUESTS_ONLY = ("requests",)
+# (_sdk.TARGETS lists the same modules; a test keeps them in step.)  When one
+# of them imports another, the outer one's wrapped loader installs again after
+# it finished, which patches the names it had not bound yet.
+_WITH_SDKS = (
+    "requests",
+    "botocore.httpsession",
+    "kubernetes.client.rest",
+    "azure.core.pipeline.transport._requests_basic",
+)
 _NOT_GUARDED = "requests is NOT guarded"
 
 
@@ -133,12 +150,17 @@ class _InstallAfterExec:
 
 
 class RequestsHook:
-    """A meta-path finder that arms ``install()`` for when requests is imported."""
+    """A meta-path finder that arms ``install()`` for when requests (or, with
+    ``AZGUARD_AUTO=1``, an SDK module that builds urllib3 pool managers) is
+    imported, whichever comes first."""
+
+    def __init__(self, watched: Sequence[str] = _REQUESTS_ONLY) -> None:
+        self.watched = frozenset(watched)
 
     def find_spec(
         self, fullname: str, path: Optional[Sequence[str]] = None, target: Any = None
     ) -> Any:
-        if fullname != "requests":
+        if fullname not in self.watched:
             return None
         spec = None
         for finder in list(sys.meta_path):
@@ -156,7 +178,7 @@ class RequestsHook:
             if spec.loader is not None and hasattr(spec.loader, "exec_module"):
                 spec.loader = _InstallAfterExec(spec.loader, self)
             else:
-                _say("requests has a loader the start-up hook cannot wrap")
+                _say(f"{fullname} has a loader the start-up hook cannot wrap")
                 self.remove()
         except Exception as exc:
             _say(f"AZGUARD_AUTO start-up hook failed ({type(exc).__name__}: {exc})")
@@ -198,15 +220,16 @@ def start(environ: Optional[Mapping[str, str]] = None) -> bool:
             # itself (`azguard env`, `azguard run`): saying it here too would
             # print every finding twice.
             return False
-        if text not in _TRUE:
-            _say(f"AZGUARD_AUTO={raw!r} is invalid: expected {_BOOL_ACCEPTED}")
+        if text not in _TRUE and text != "requests":
+            _say(f"AZGUARD_AUTO={raw!r} is invalid: expected {_AUTO_ACCEPTED}")
             return False
-        if "requests" in sys.modules:
+        watched = _REQUESTS_ONLY if text == "requests" else _WITH_SDKS
+        if any(name in sys.modules for name in watched):
             # Imported by an earlier .pth or sitecustomize: install right away.
             _install()
             return True
         if not any(isinstance(f, RequestsHook) for f in sys.meta_path):
-            sys.meta_path.insert(0, RequestsHook())
+            sys.meta_path.insert(0, RequestsHook(watched))
         return True
     except Exception as exc:
         _say(f"AZGUARD_AUTO start-up hook failed ({type(exc).__name__}: {exc})")

@@ -208,6 +208,22 @@ def _parse_bool(name: str, raw: str) -> bool:
     raise ConfigError(name, raw, "1 or 0 (also true/false, yes/no, on/off)")
 
 
+#: What AZGUARD_AUTO accepts (the start-up hook keeps its own copy, in step).
+AUTO_ACCEPTED = "1 or 0 (also true/false, yes/no, on/off), or requests"
+
+
+def _parse_auto(name: str, raw: str) -> Any:
+    """``True``/``False``, or ``"requests"``: requests only, no SDK rebinding."""
+    text = raw.strip().lower()
+    if text == "requests":
+        return "requests"
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ConfigError(name, raw, AUTO_ACCEPTED)
+
+
 def _parse_int(name: str, raw: str, minimum: int, maximum: int = 2**31 - 1) -> int:
     text = raw.strip()
     if (
@@ -358,7 +374,7 @@ _KEEPALIVE_ACCEPTED = f"a duration up to {MAX_KEEPALIVE_SECONDS} s (the Linux ke
 # The environment contract of DESIGN.md, as data.  AZGUARD_AUTO is read by the
 # start-up hook, but is listed here so `azguard env` reports and validates it.
 _SPEC: Tuple[_Var, ...] = (
-    _Var("AZGUARD_AUTO", "", _parse_bool, "1 or 0"),
+    _Var("AZGUARD_AUTO", "", _parse_auto, AUTO_ACCEPTED),
     _Var("AZGUARD_KEEPALIVE", "keepalive", _parse_bool, "1 or 0"),
     _Var("AZGUARD_KEEPALIVE_IDLE", "keepalive_idle", _keepalive_duration, _KEEPALIVE_ACCEPTED),
     _Var(

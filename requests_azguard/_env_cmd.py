@@ -6,7 +6,7 @@ import argparse
 import json
 import os
 import sys
-from typing import Any, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
 from ._config import describe_env, unknown_env_vars
 from ._errors import ConfigError
@@ -56,6 +56,8 @@ def main(argv: Optional[List[str]] = None, environ: Optional[Mapping[str, str]] 
         from ._config import _redact_url
 
         items = [i._replace(value=_redact_url(i.value)) if i is redis else i for i in items]
+    auto = next(i for i in items if i.variable == "AZGUARD_AUTO").value
+    reach = _reach(auto)
     if args.json:
         out = {
             i.variable: {
@@ -74,6 +76,7 @@ def main(argv: Optional[List[str]] = None, environ: Optional[Mapping[str, str]] 
                 "source": "unknown",
                 "did_you_mean": close,
             }
+        out["AZGUARD_AUTO"]["reaches"] = reach
         print(json.dumps(out, indent=2, sort_keys=True))
         return 0
     width = max(len(i.variable) for i in items)
@@ -85,7 +88,23 @@ def main(argv: Optional[List[str]] = None, environ: Optional[Mapping[str, str]] 
         for name, close in unknown:
             hint = f"did you mean {close}?" if close else "no known variable is close"
             print(f"  {name}: {hint}")
+    scope = "AZGUARD_AUTO=requests" if auto == "requests" else "install() / AZGUARD_AUTO=1"
+    print(f"\nlibraries reached by {scope}:")
+    for library, how in reach.items():
+        print(f"  {library:<11} {how}")
     return 0
+
+
+def _reach(auto: Any) -> Dict[str, str]:
+    """Each library the guard reaches and how, or why not (nothing is imported)."""
+    from ._sdk import reach_report
+
+    report = reach_report()
+    if auto == "requests":
+        for library in ("botocore", "kubernetes", "azure-core"):
+            if report[library] != "not installed":
+                report[library] = "not reached (AZGUARD_AUTO=requests)"
+    return report
 
 
 def _jsonable(value: Any) -> Any:

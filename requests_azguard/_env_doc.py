@@ -21,7 +21,10 @@ __all__ = ["BEGIN", "END", "MEANINGS", "help_epilog", "markdown_table", "rewrite
 
 #: What each variable does, for people (the parsers say what is accepted).
 MEANINGS: Dict[str, str] = {
-    "AZGUARD_AUTO": "1: guard every Session (and SDK pool manager) at interpreter start-up",
+    "AZGUARD_AUTO": (
+        "1: guard every Session and the SDKs' urllib3 pools (boto3, kubernetes, azure-core) "
+        "at interpreter start-up; requests: Sessions only"
+    ),
     "AZGUARD_KEEPALIVE": "0 turns keepalive socket options (and the watchdog) off",
     "AZGUARD_KEEPALIVE_IDLE": "idle time before the first keepalive probe",
     "AZGUARD_KEEPALIVE_INTERVAL": "time between keepalive probes",

@@ -20,13 +20,22 @@ import os
 import threading
 import warnings
 from types import ModuleType, TracebackType
-from typing import Any, NamedTuple, Optional, Type
+from typing import Any, List, NamedTuple, Optional, Type
 
 from ._adapter import AzGuardAdapter
 from ._config import GuardConfig, describe_env
 from ._errors import AzGuardError, ConfigError
+from ._sdk import SdkPatches
 
-__all__ = ["InstallConflictError", "Installation", "install", "is_installed", "uninstall"]
+__all__ = [
+    "InstallConflictError",
+    "Installation",
+    "install",
+    "installed_config",
+    "is_installed",
+    "sdk_modules_reached",
+    "uninstall",
+]
 
 # The one name Session.__init__ resolves when it mounts its default adapters.
 _TARGET_MODULE = "requests.sessions"
@@ -49,6 +58,8 @@ class _State:
         self.lock = threading.RLock()
         self.patch: Optional[_Patch] = None
         self.config: Optional[GuardConfig] = None
+        # The SDK rebindings (see _sdk), when the install reaches SDKs.
+        self.sdk: Optional[SdkPatches] = None
         # Bumped on every patch, so a handle from an earlier install() cannot
         # undo a later one.
         self.generation = 0
@@ -162,12 +173,20 @@ class Installation:
         return f"<requests_azguard install ({state}) config={self.config!r}>"
 
 
-def install(config: Optional[GuardConfig] = None) -> Installation:
-    """Guard every ``requests.Session`` created from now on, ``requests.get()`` included.
+def _sdks_from_env() -> bool:
+    return os.environ.get("AZGUARD_AUTO", "").strip().lower() != "requests"
+
+
+def install(config: Optional[GuardConfig] = None, *, sdks: Optional[bool] = None) -> Installation:
+    """Guard every ``requests.Session`` created from now on, ``requests.get()`` included,
+    and the urllib3 pool managers SDKs build (botocore, kubernetes; see ``_sdk``).
 
     :param config: the :class:`GuardConfig` for those sessions; ``None`` reads
         ``AZGUARD_*`` once, now (a bad value raises ``ConfigError`` and nothing
         is patched).
+    :param sdks: also rebind the names SDKs look up; ``None`` means yes unless
+        ``AZGUARD_AUTO=requests``.  The install that patches decides; a later
+        call while installed does not change the scope.
 
     Idempotent: while installed, ``install()`` patches nothing more.  With an
     explicit ``config`` it replaces the active one for sessions created
@@ -192,6 +211,10 @@ def install(config: Optional[GuardConfig] = None) -> Installation:
                     RuntimeWarning,
                     stacklevel=2,
                 )
+            if _state.sdk is not None:
+                # An SDK module imported while the first install was running
+                # (mid-import then) is patched now.
+                _state.sdk.refresh()
             previous = _state.config
             if config is not None and config != previous:
                 _state.config = config
@@ -211,6 +234,9 @@ def install(config: Optional[GuardConfig] = None) -> Installation:
         _state.generation += 1
         _state.patch = _Patch(module, _TARGET_NAME, original, _InstalledAdapter)
         setattr(module, _TARGET_NAME, _InstalledAdapter)
+        if sdks if sdks is not None else _sdks_from_env():
+            _state.sdk = SdkPatches()
+            _state.sdk.apply()
         return Installation(config, _state.generation, True, None)
 
 
@@ -226,6 +252,18 @@ def _uninstall_locked() -> bool:
             f"in place rather than clobbered (requests-azguard would restore "
             f"{_describe(patch.original)}). Undo that patch first, then call uninstall() again."
         )
+    sdk = _state.sdk
+    conflicts = sdk.conflicts() if sdk is not None else []
+    if conflicts:
+        # Checked before anything is undone: all names go back or none.
+        raise InstallConflictError(
+            "requests_azguard.uninstall(): " + "; ".join(conflicts) + ", rebound after "
+            "requests-azguard installed; nothing was undone rather than clobber it. "
+            "Undo that patch first, then call uninstall() again."
+        )
+    if sdk is not None:
+        sdk.undo()
+        _state.sdk = None
     setattr(patch.module, patch.name, patch.original)
     _state.patch = None
     _state.config = None
@@ -241,6 +279,17 @@ def uninstall() -> bool:
     """
     with _state.lock:
         return _uninstall_locked()
+
+
+def installed_config() -> Optional[GuardConfig]:
+    """The config of the active ``install()``, or None."""
+    return _state.config
+
+
+def sdk_modules_reached() -> List[str]:
+    """The SDK modules whose names the active install rebound."""
+    with _state.lock:
+        return [] if _state.sdk is None else _state.sdk.reached()
 
 
 def is_installed() -> bool:

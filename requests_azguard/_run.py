@@ -28,7 +28,8 @@ EXIT_CANNOT_EXECUTE = 126
 EXIT_NOT_FOUND = 127
 
 _EPILOG = (
-    "The program runs with AZGUARD_AUTO=1 added to its environment; every other "
+    "The program runs with AZGUARD_AUTO=1 added to its environment (AZGUARD_AUTO=requests, "
+    "if set, is kept: requests only, no SDK); every other "
     "AZGUARD_* variable is passed through after validation. Only Python interpreters "
     "that have requests-azguard installed (and do not run with -S) are guarded."
 )
@@ -41,7 +42,10 @@ def child_environ(environ: Optional[Dict[str, str]] = None) -> Dict[str, str]:
     ``AZGUARD_*`` name (a misspelt setting would silently not apply).
     """
     env = dict(os.environ if environ is None else environ)
-    env["AZGUARD_AUTO"] = "1"
+    if env.get("AZGUARD_AUTO", "").strip().lower() != "requests":
+        # run is the explicit request: it wins over AZGUARD_AUTO=0, but a
+        # narrower scope the user chose is kept.
+        env["AZGUARD_AUTO"] = "1"
     describe_env(env)
     unknown = unknown_env_messages(env)
     if unknown:

@@ -18,6 +18,9 @@ setup() {  # name, pins...
 }
 
 setup latest "requests" "urllib3>=2,<3"
+# The cloud SDKs' integration tests run on the latest line (botocore pins
+# urllib3 per Python version; on the legacy line they skip if absent).
+.venv-latest/bin/python -m pip install -q --disable-pip-version-check -e ".[sdk]" "urllib3>=2,<3"
 setup legacy "requests==2.31.0" "urllib3>=1.26,<2"
 
 echo "== docs: mkdocs build --strict (latest line)"

@@ -340,7 +340,7 @@ def test_boolean_spellings_match_the_config_parser() -> None:
     assert _autostart._FALSE == _config._FALSE
     with pytest.raises(ConfigError) as info:
         describe_env({"AZGUARD_AUTO": "x"})
-    assert info.value.accepted == _autostart._BOOL_ACCEPTED
+    assert info.value.accepted == _autostart._AUTO_ACCEPTED
 
 
 # -- start-up cost ---------------------------------------------------------------

@@ -24,6 +24,8 @@ def run_main(capsys: pytest.CaptureFixture[str], environ: Dict[str, str], *argv:
 def rows(out: str) -> Dict[str, List[str]]:
     table = {}
     for line in out.splitlines():
+        if not line.startswith("AZGUARD_"):
+            continue  # the libraries reached, after the table
         parts = line.split()
         table[parts[0]] = parts[1:]
     return table

@@ -33,6 +33,9 @@ def _restore() -> Iterator[None]:
     yield
     # Put things back even when a test failed half-way, so failures stay local.
     requests.sessions.HTTPAdapter = ORIGINAL  # type: ignore[misc]
+    if inst._state.sdk is not None:  # the SDK names install() rebound too
+        inst._state.sdk.undo()
+        inst._state.sdk = None
     inst._state.patch = None
     inst._state.config = None
 
