@@ -234,7 +234,10 @@ def _as_guard_error(exc: requests.RequestException, request: requests.PreparedRe
     reason = exc.args[0] if exc.args else None
     if isinstance(reason, MaxRetryError):
         reason = reason.reason
-    if isinstance(reason, ProtocolError) and str(reason).startswith("Connection broken"):
+    # urllib3 raises ProtocolError("Connection broken: ...", cause) for a body
+    # read; str() of that two-argument exception starts with "(", not the message.
+    message = reason.args[0] if isinstance(reason, ProtocolError) and reason.args else None
+    if isinstance(message, str) and message.startswith("Connection broken"):
         return requests.exceptions.ChunkedEncodingError(reason, request=request)
     return exc
 
