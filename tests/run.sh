@@ -30,4 +30,10 @@ for line in latest legacy; do
   echo "== pytest on the $line line: $($v/bin/python -c 'import requests, urllib3; print("requests", requests.__version__, "urllib3", urllib3.__version__)')"
   "$v/bin/python" -m pytest -q -p no:cacheprovider "$@" || status=1
 done
+
+# Downstream: requests' own suite with AzGuardAdapter as HTTPAdapter (latest
+# line, default configuration); only for the whole suite, not `run.sh -k x`.
+if [ $# -eq 0 ]; then
+  bash tests/downstream/requests_suite.sh || status=1
+fi
 exit $status
