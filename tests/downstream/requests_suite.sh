@@ -55,6 +55,7 @@ cd "$src"
 # The default configuration: no AZGUARD_* at all (CI sets AZGUARD_REQUIRE_CHAOS).
 unset $(env | sed -n 's/^\(AZGUARD_[A-Za-z0-9_]*\)=.*/\1/p') 2>/dev/null || true
 status=0
-PYTHONPATH="$here" "$venv/bin/python" -m pytest -q -p no:cacheprovider \
+PYTHONPATH="$here" "$venv/bin/python" -m pytest -q -p no:cacheprovider --tb=short -rfE \
   -p azguard_requests_plugin -W ignore::DeprecationWarning tests "$@" || status=$?
+echo "== requests' suite step: ${SECONDS}s, exit status $status"
 exit $status
