@@ -4,14 +4,15 @@
 # offline, on the latest line (the requests and urllib3 of .venv-latest).
 #
 # Like urllib3's CI running requests' and botocore's suites.  Steps:
-#  1. .venv-downstream: the package (editable) with exactly the requests,
-#     urllib3, pybreaker and pytest versions of .venv-latest, plus what
-#     requests' tests need (its pyproject's "test" dependency group).  A venv
-#     of its own because httpbin pulls in brotlicffi, which changes urllib3's
-#     Accept-Encoding, and pytest-httpbin/pytest-mock would load into our
-#     suite as plugins: .venv-latest stays as the README describes it.
-#  2. The sdist of that requests version from PyPI (its tests/ are not in
+#  1. The sdist of .venv-latest's requests from PyPI (its tests/ are not in
 #     the wheel), into a temporary directory.
+#  2. .venv-downstream: the package (editable) with exactly the requests,
+#     urllib3, pybreaker and pytest versions of .venv-latest, plus what
+#     requests' tests need (the sdist's "test" dependency group, read by
+#     requests_deps.py).  A venv of its own because httpbin pulls in
+#     brotlicffi, which changes urllib3's Accept-Encoding, and
+#     pytest-httpbin/pytest-mock would load into our suite as plugins:
+#     .venv-latest stays as the README describes it.
 #  3. pytest on its tests/ with -p azguard_requests_plugin (next to this
 #     script), which swaps the adapter before the test modules are imported,
 #     deselects the tests that need the internet (reasons in the plugin) and
@@ -38,17 +39,17 @@ requests_version=$("$latest" -c 'import requests; print(requests.__version__)')
 if [ ! -x "$venv/bin/python" ]; then
   "$PY" -m venv "$venv"
 fi
-# shellcheck disable=SC2086  # $pins is a list of requirement specifiers
-"$venv/bin/python" -m pip install -q --disable-pip-version-check -e . $pins \
-  "pytest-httpbin==2.1.0" "httpbin~=0.10.0" pytest-mock trustme "PySocks>=1.5.6,!=1.5.7" \
-  2> >(grep -v "^WARNING: Location" >&2)
-
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 "$venv/bin/python" -m pip download -q --disable-pip-version-check --no-deps \
   --no-binary :all: -d "$work" "requests==$requests_version" 2> >(grep -v "^WARNING: Location" >&2)
-tar -xzf "$work/requests-$requests_version.tar.gz" -C "$work"
+tar -xzf "$work"/requests-*.tar.gz -C "$work"
 src="$work/requests-$requests_version"
+
+mapfile -t test_deps < <("$venv/bin/python" "$here/requests_deps.py" "$src/pyproject.toml")
+# shellcheck disable=SC2086  # $pins is a list of requirement specifiers
+"$venv/bin/python" -m pip install -q --disable-pip-version-check -e . $pins "${test_deps[@]}" \
+  2> >(grep -v "^WARNING: Location" >&2)
 
 echo "== requests $requests_version's own suite with AzGuardAdapter ($pins)"
 cd "$src"
