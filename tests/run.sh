@@ -58,4 +58,9 @@ echo "== pytest against the installed wheel (.venv-wheel), from outside the chec
 repo="$PWD"
 (cd "$dist" && REQUESTS_AZGUARD_WHEEL=1 "$repo/.venv-wheel/bin/pytest" -q -p no:cacheprovider \
   -c "$repo/pyproject.toml" --rootdir "$repo" "$@" "$repo/tests") || status=1
+# Downstream: requests' own suite with AzGuardAdapter as HTTPAdapter (latest
+# line, default configuration); only for the whole suite, not `run.sh -k x`.
+if [ $# -eq 0 ]; then
+  bash tests/downstream/requests_suite.sh || status=1
+fi
 exit $status
