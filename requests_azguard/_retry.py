@@ -27,7 +27,7 @@ from ._errors import ConfigError
 from ._failure import failure_of, unattached
 from ._instrument import hooks
 from ._log import log_decision
-from ._policy import Decision
+from ._policy import Decision, is_body_error
 
 __all__ = ["AzRetry", "ReplayFacts", "replay_reason"]
 
@@ -132,6 +132,36 @@ class AzRetry(Retry):
     ) -> AzRetry:
         if error is None:
             return super().increment(method, url, response, error, _pool, _stacktrace)
+        try:
+            return self._azguard_increment(method, url, response, error, _pool, _stacktrace)
+        except Exception as final:
+            earlier = self._azguard_earlier_body_error(error)
+            if earlier is None:
+                raise
+            # The body broke, the guard replayed the request, and the replay
+            # failed otherwise (the server went away meanwhile): plain
+            # requests, which does not replay, reports the broken body
+            # (ChunkedEncodingError), so that is what surfaces, with the
+            # replay's failure as its cause.
+            raise earlier from final
+
+    def _azguard_earlier_body_error(self, error: Exception) -> Optional[Exception]:
+        if is_body_error(error):
+            return None
+        for attempt in self.history:
+            if attempt.error is not None and is_body_error(attempt.error):
+                return attempt.error
+        return None
+
+    def _azguard_increment(
+        self,
+        method: Optional[str],
+        url: Optional[str],
+        response: Any,
+        error: Exception,
+        _pool: Any,
+        _stacktrace: Optional[TracebackType],
+    ) -> AzRetry:
         # Judged by the connection where it failed (_connection); a failure
         # before any guarded connection was involved is judged from its type.
         failure = failure_of(error) or unattached(error)

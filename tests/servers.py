@@ -149,7 +149,7 @@ class HTTPTestServer:
                 if not r:
                     continue
                 sock, peer = self.listener.accept()
-            except OSError:
+            except (OSError, ValueError):  # ValueError: the listener was closed
                 return
             with self.lock:
                 conn_id = len(self.connections)

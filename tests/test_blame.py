@@ -244,3 +244,24 @@ def test_responses_say_whether_their_connection_was_fresh(clock: Clock) -> None:
         s = requests_azguard.mount(requests.Session(), GuardConfig(retries=0))
         first, second = s.get(srv.url, timeout=5), s.get(srv.url, timeout=5)
     assert (_fresh(first), _fresh(second)) == (True, False)
+
+
+def test_a_body_that_broke_and_a_replay_that_failed_raise_what_plain_raises(clock: Clock) -> None:
+    # requests' own test_chunked_encoding_error: a server that serves one
+    # broken chunked response and is gone.  The guard replays the GET, the
+    # replay is refused, and the caller still sees the broken body.
+    def serve_once(srv: HTTPTestServer) -> Any:
+        def behaviour(req: Request) -> Action:
+            srv.listener.close()  # no second connection will be accepted
+            return Action(raw=_CHUNKED_BROKEN)
+
+        return behaviour
+
+    outcomes = []
+    for session in (requests.Session(), requests_azguard.mount(requests.Session())):
+        srv = HTTPTestServer()
+        srv.behaviour = serve_once(srv)
+        with srv, pytest.raises(requests.RequestException) as info:
+            session.get(srv.url, timeout=5)
+        outcomes.append(type(info.value))
+    assert outcomes == [requests.exceptions.ChunkedEncodingError] * 2
