@@ -31,6 +31,7 @@ from . import _watchdog
 from ._adapter import AzGuardAdapter
 from ._config import GuardConfig, parse_duration
 from ._errors import ConfigError
+from ._keepalive import PROBE_INTERVAL
 from ._log import format_peer
 from ._tcpinfo import IS_LINUX, TcpInfo, base_rto, grade, raw_socket, read_tcp_info
 
@@ -424,6 +425,17 @@ def diagnose(
         "retries": config.retries,
         "breaker": config.breaker,
     }
+    # What the in-flight watchdog does with a replayable request (_watchdog):
+    # shown so that the options read back while the response was awaited
+    # (only TCP_USER_TIMEOUT differs) can be told from a misconfiguration.
+    report["watchdog"] = None
+    if config.ack_timeout is not None and config.keepalive and IS_LINUX:
+        report["watchdog"] = {
+            "inflight_user_timeout": "max(ack_timeout, 3 base RTOs)",
+            "probe_after_s": _watchdog.PROBE_AFTER,
+            "probe_interval_s": float(PROBE_INTERVAL),
+            "verdict_after_unanswered_probes": _watchdog.VERDICT_PROBES,
+        }
     report["warnings"] = advise(
         config, report["socket_options"], report["sysctl"], report["_tcp"], report["health"]
     )
@@ -534,6 +546,17 @@ def _render(report: Dict[str, Any]) -> str:
         add(f"  {name:<17} {shown}")
     if not opts:
         add("  not read: the server closed the connection (no keep-alive, see warnings)")
+    dog = report.get("watchdog")
+    add("in-flight watchdog (replayable requests)")
+    if dog:
+        add(
+            f"  in flight, TCP_USER_TIMEOUT {dog['inflight_user_timeout']}; after "
+            f"{dog['probe_after_s']:g} s of silence, a keepalive probe every "
+            f"{dog['probe_interval_s']:g} s, a verdict after "
+            f"{dog['verdict_after_unanswered_probes']} unanswered"
+        )
+    else:
+        add("  off (AZGUARD_ACK_TIMEOUT=off, keepalive off, or not Linux)")
     add("TCP_INFO")
     tcp = report.get("tcp_info")
     if tcp:

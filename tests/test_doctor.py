@@ -14,7 +14,7 @@ from typing import Any, Dict, Iterator, List, Tuple
 import pytest
 from servers import HTTPTestServer
 
-from requests_azguard import GuardConfig, _doctor
+from requests_azguard import GuardConfig, _doctor, _watchdog
 from requests_azguard._config import ENV_VARS
 from requests_azguard._doctor import advise, read_sysctls, retries2_seconds
 
@@ -295,3 +295,20 @@ def test_read_sysctls_from_a_given_root(tmp_path: Path) -> None:
     assert found["net.ipv4.tcp_retries2"] == 8
     assert found["net.ipv4.tcp_tw_reuse"] is None
     assert found["net.ipv4.tcp_keepalive_time"] is None
+
+
+@linux_only
+def test_doctor_describes_the_in_flight_watchdog(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AZGUARD_ACK_TIMEOUT", raising=False)
+    with HTTPTestServer() as srv:
+        code, out, _ = run(capsys, srv.url + "/", "--json")
+        assert code == 0
+        dog = json.loads(out)["watchdog"]
+        assert dog["verdict_after_unanswered_probes"] == _watchdog.VERDICT_PROBES
+        assert dog["probe_after_s"] == _watchdog.PROBE_AFTER
+        monkeypatch.setenv("AZGUARD_ACK_TIMEOUT", "off")
+        code, out, _ = run(capsys, srv.url + "/")
+    assert code == 0
+    assert "in-flight watchdog (replayable requests)\n  off" in out

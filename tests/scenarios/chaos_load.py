@@ -14,12 +14,19 @@ Scenarios:
   post     - a POST is written into a flow that was black-holed while idle
   deadhost - every packet to the server port is dropped (a host that vanished):
              the breaker opens and later requests fail fast without a socket
+  lossy_slow   - random loss while GETs wait 2-3 s for a slow server: no verdict
+  lossy_stream - random loss while stream=True downloads are read slowly
+  post_sibling - a POST waits on a flow that is black-holed while a GET's
+                 verdict condemns the peer: the POST is not aborted
+  lone     - one request, acknowledged, whose answer is black-holed: the
+             watchdog's probes judge it and it is replayed
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import sys
 import threading
 import time
@@ -64,6 +71,9 @@ class Counter(NoopInstrumentation):
     def error(self, host: str, errno_name: str) -> None:
         self.bump("error:" + errno_name)
 
+    def condemned(self, host: str, connections: int) -> None:
+        self.bump("condemned")
+
 
 def percentile(values: List[float], q: float) -> float:
     if not values:
@@ -85,6 +95,34 @@ def main(params: Dict[str, Any]) -> Dict[str, Any]:
             if req.conn_id == 0 and req.conn_seq == 1:
                 return Action(body=body, partial=50_000, stall=30.0)
             return Action(body=body)
+
+        server = HTTPTestServer(behaviour)
+    elif scenario == "lossy_slow":
+        rng = random.Random(int(params.get("seed", 1)))
+        server = HTTPTestServer(lambda req: Action(delay=rng.uniform(2.0, 3.0)))
+    elif scenario == "lossy_stream":
+        body = os.urandom(1 << 20) * int(params.get("megabytes", 20))
+        server = HTTPTestServer(lambda req: Action(body=body))
+    elif scenario == "post_sibling":
+        posted = threading.Event()
+
+        def behaviour(req: Any) -> Action:
+            if req.method == "POST":
+                posted.set()
+                return Action(delay=float(params.get("post_delay", 3.0)))
+            return Action()
+
+        server = HTTPTestServer(behaviour)
+    elif scenario == "lone":
+        got_first = threading.Event()
+        faulted = threading.Event()
+
+        def behaviour(req: Any) -> Action:
+            if req.conn_id == 0 and req.conn_seq == 2:
+                # The request is acknowledged; its answer will be black-holed.
+                got_first.set()
+                faulted.wait(10)
+            return Action(delay=delay)
 
         server = HTTPTestServer(behaviour)
     else:
@@ -234,6 +272,94 @@ def main(params: Dict[str, Any]) -> Dict[str, Any]:
     elif scenario == "slow":
         for _ in range(int(params.get("requests", 2))):
             one()
+    elif scenario in ("lossy_slow", "lossy_stream"):
+        _netns.add_random_loss(server.port, int(params.get("loss_percent", 3)))
+        n_threads = int(params.get("threads", 10))
+        per_thread = int(params.get("requests", 50)) // n_threads
+        chunk_pause = float(params.get("chunk_pause", 0.002))
+
+        def download() -> None:
+            start = time.monotonic()
+            err = None
+            size = 0
+            try:
+                with session.get(url, timeout=timeout, stream=True) as r:
+                    for chunk in r.iter_content(65536):
+                        size += len(chunk)
+                        time.sleep(chunk_pause)  # a slow reader
+                ok = r.status_code == 200 and size == len(body)
+            except Exception as exc:
+                ok = False
+                err = f"{type(exc).__name__}: {exc}"[:300]
+            end = time.monotonic()
+            with lock:
+                results.append({"start": start - t0, "end": end - t0, "ok": ok, "error": err})
+
+        def batch() -> None:
+            for _ in range(per_thread):
+                (download if scenario == "lossy_stream" else one)()
+
+        threads = [threading.Thread(target=batch) for _ in range(n_threads)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        fault_time["dropped_packets"] = sum(_netns.loss_counters())
+        fault_time["server_hits"] = len(server.requests)
+        _netns.clear_random_loss()
+    elif scenario == "post_sibling":
+        # Two pooled connections: one for the POST, one for the GET.
+        warm = [threading.Thread(target=one) for _ in range(2)]
+        for t in warm:
+            t.start()
+        for t in warm:
+            t.join()
+        outcome: Dict[str, Any] = {}
+
+        def post() -> None:
+            start = time.monotonic()
+            try:
+                session.post(url, data=b"once", headers={"X-Request-Id": "p1"}, timeout=timeout)
+                outcome["post"] = "ok"
+            except Exception as exc:
+                outcome["post"] = type(exc).__name__
+            outcome["post_s"] = time.monotonic() - start
+
+        poster = threading.Thread(target=post)
+        poster.start()
+        if not posted.wait(10):
+            raise SystemExit("the POST never reached the server")
+        fault_time["t"] = time.monotonic() - t0
+        fault_time["flows"] = _netns.blackhole_port(server.port)
+        one()  # a GET on the other pooled flow: its verdict condemns the peer
+        poster.join()
+        fault_time.update(outcome)
+        fault_time["delivered_p1"] = sum(
+            1 for q in server.requests if q.headers.get("x-request-id") == "p1"
+        )
+    elif scenario == "lone":
+        if params.get("loss_percent"):
+            faulted.set()  # no black hole: only the loss
+            _netns.add_random_loss(server.port, int(params["loss_percent"]))
+            for _ in range(int(params.get("requests", 8))):
+                one()
+            fault_time["dropped_packets"] = sum(_netns.loss_counters())
+            _netns.clear_random_loss()
+        else:
+            one()  # a pooled connection, idle
+            worker_thread = threading.Thread(target=one)
+            worker_thread.start()
+            if not got_first.wait(10):
+                raise SystemExit("the request never reached the server")
+            # The server's kernel acknowledges the request within its delayed
+            # ACK (at most 200 ms on Linux): only then is nothing of ours
+            # unacknowledged, the case the probes are for.
+            time.sleep(0.3)
+            fault_time["t"] = time.monotonic() - t0
+            fault_time["flows"] = _netns.blackhole_port(server.port)
+            faulted.set()
+            worker_thread.join()
+            fault_time["server_hits"] = len(server.requests)
     else:
         raise SystemExit(f"unknown scenario {scenario!r}")
     server.close()
