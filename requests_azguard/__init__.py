@@ -29,6 +29,7 @@ from ._instrument import (
 )
 from ._log import LoggingInstrumentation
 from ._otel import OpenTelemetryInstrumentation
+from ._policy import DEFAULT_TABLE, Decision, Policy, reset_decisions, set_decision
 from ._prometheus import PrometheusInstrumentation
 from ._urllib3 import PoolManager, ProxyManager, proxy_from_url
 
@@ -42,6 +43,8 @@ __all__ = [
     "BreakerKey",
     "CircuitOpenError",
     "ConfigError",
+    "DEFAULT_TABLE",
+    "Decision",
     "Fallback",
     "GuardConfig",
     "InstallConflictError",
@@ -49,6 +52,7 @@ __all__ = [
     "Instrumentation",
     "LoggingInstrumentation",
     "OpenTelemetryInstrumentation",
+    "Policy",
     "PoolManager",
     "PrometheusInstrumentation",
     "ProxyCircuitOpenError",
@@ -63,6 +67,8 @@ __all__ = [
     "proxy_from_url",
     "remove_instrumentation",
     "reset_breakers",
+    "reset_decisions",
+    "set_decision",
     "uninstall",
 ]
 

@@ -28,6 +28,7 @@ from typing import (
 )
 
 from ._errors import ConfigError, UnknownVariableWarning
+from ._policy import Policy
 from ._redact import redact_url
 
 __all__ = ["ENV_VARS", "EnvValue", "GuardConfig", "describe_env", "unknown_env_vars"]
@@ -123,6 +124,9 @@ class GuardConfig:
     health_rtt_unhealthy: float = 0.200
     health_retrans_degraded: int = 0
     health_retrans_unhealthy: int = 2
+    #: The failure policy's rows for this config (Python only); None follows
+    #: the process-wide table (``requests_azguard.set_decision``).
+    policy: Optional[Policy] = None
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -608,6 +612,12 @@ def _validate(cfg: GuardConfig) -> None:
     # tcpi_total_retrans is a u32; a C int bounds it in practice.
     _whole(cfg, "health_retrans_degraded", 0, 2**31 - 1)
     _whole(cfg, "health_retrans_unhealthy", 0, 2**31 - 1)
+    _check(
+        cfg.policy is None or isinstance(cfg.policy, Policy),
+        "GuardConfig.policy",
+        cfg.policy,
+        "None or a requests_azguard.Policy",
+    )
     _check(
         cfg.retry_non_idempotent in RETRY_NON_IDEMPOTENT_MODES,
         "GuardConfig.retry_non_idempotent",

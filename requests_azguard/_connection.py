@@ -196,7 +196,7 @@ class GuardedConnection:
         config = self.azguard_config
         if config is None:
             return
-        classified = classify(exc)
+        classified = classify(exc, config.policy)
         peer = self.azguard_peer
         evidence = FlowEvidence()
         if classified.kind in _TIMEOUT_KINDS and self.sock is not None:
@@ -218,6 +218,7 @@ class GuardedConnection:
                 body_replayable=self.azguard_body_replayable,
             ),
             evidence,
+            config.policy,
         )
         try:
             exc.azguard_failure = failure  # type: ignore[attr-defined]

@@ -37,7 +37,7 @@ from ._config import GuardConfig, parse_duration
 from ._errors import ConfigError
 from ._failure import failure_of
 from ._instrument import NoopInstrumentation, add_instrumentation, remove_instrumentation
-from ._policy import FLOW
+from ._policy import FLOW, Policy
 
 __all__ = [
     "DrillOptions",
@@ -299,6 +299,8 @@ class DrillResult:
 
 
 def _jsonable(value: Any) -> Any:
+    if isinstance(value, Policy):
+        return {kind: decision._asdict() for kind, decision in value.rows.items()}
     if isinstance(value, (frozenset, set)):
         return sorted(value)
     if isinstance(value, tuple):

@@ -33,6 +33,7 @@ from ._policy import (
     PROXY,
     Classified,
     Decision,
+    Policy,
     classify,
     decision_for,
     iter_chain,
@@ -106,14 +107,24 @@ class Failure(NamedTuple):
     body_replayable: bool
 
 
-def judge(classified: Classified, facts: ConnFacts, evidence: FlowEvidence) -> Failure:
-    """The failure's row, verdict and blame, from facts gathered by the connection."""
+def judge(
+    classified: Classified,
+    facts: ConnFacts,
+    evidence: FlowEvidence,
+    policy: Optional[Policy] = None,
+) -> Failure:
+    """The failure's row, verdict and blame, from facts gathered by the connection
+    (``policy``: the config's rows, if it has its own)."""
     kind, decision = classified.kind, classified.decision
     dead_flow: Optional[str] = None
     if facts.verdict is not None:
         # The watchdog ended the request on purpose; whatever the read then
         # raised (EOF, a reset) is that verdict.
-        kind, decision, dead_flow = facts.verdict, decision_for(facts.verdict), facts.verdict
+        kind, decision, dead_flow = (
+            facts.verdict,
+            decision_for(facts.verdict, policy),
+            facts.verdict,
+        )
     elif (kind == "ETIMEDOUT" and facts.tightened) or (
         kind in _TIMEOUT_KINDS and (evidence.unacked > 0 or evidence.probes > 0)
     ):
@@ -121,7 +132,7 @@ def judge(classified: Classified, facts: ConnFacts, evidence: FlowEvidence) -> F
         # within the watchdog's bounds, or the caller's timeout fired while
         # they were outstanding: the peer's TCP is gone, which a slow
         # server's TCP never is.
-        kind, decision, dead_flow = "blackhole", decision_for("blackhole"), "blackhole"
+        kind, decision, dead_flow = "blackhole", decision_for("blackhole", policy), "blackhole"
     blame = decision.blame
     if facts.via_proxy and facts.phase == CONNECT:
         blame = PROXY

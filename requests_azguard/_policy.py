@@ -31,7 +31,8 @@ import http.client
 import socket
 import ssl
 import threading
-from typing import Dict, Final, Iterator, Mapping, NamedTuple, Optional
+from types import MappingProxyType
+from typing import Dict, Final, Iterator, Mapping, NamedTuple, Optional, Tuple
 
 from urllib3 import exceptions as u3
 
@@ -47,6 +48,7 @@ __all__ = [
     "PROXY",
     "Classified",
     "Decision",
+    "Policy",
     "classify",
     "decision_for",
     "is_body_error",
@@ -132,29 +134,87 @@ DEFAULT_TABLE: Final[Mapping[str, Decision]] = {
     "other": Decision(evict=True, blame=HOST),
 }
 
+
+def _check_row(kind: str, decision: Decision) -> None:
+    if kind not in DEFAULT_TABLE:
+        raise ConfigError("kind", kind, "one of " + ", ".join(sorted(DEFAULT_TABLE)))
+    if not isinstance(decision, Decision):
+        raise ConfigError("decision", decision, "a requests_azguard.Decision")
+    if decision.blame not in BLAMES:
+        raise ConfigError("Decision.blame", decision.blame, "one of " + ", ".join(BLAMES))
+
+
 _lock = threading.Lock()
 _overrides: Dict[str, Decision] = {}
 
 
 def set_decision(kind: str, decision: Decision) -> None:
-    """Override one row of the table, process-wide (``reset_decisions`` undoes)."""
-    if kind not in DEFAULT_TABLE:
-        raise ConfigError("kind", kind, "one of " + ", ".join(sorted(DEFAULT_TABLE)))
-    if not isinstance(decision, Decision):
-        raise ConfigError("decision", decision, "a requests_azguard._policy.Decision")
-    if decision.blame not in BLAMES:
-        raise ConfigError("Decision.blame", decision.blame, "one of " + ", ".join(BLAMES))
+    """Override one row of the process-wide table (``reset_decisions`` undoes).
+
+    Every guard whose config has no :class:`Policy` of its own follows it.
+    """
+    _check_row(kind, decision)
     with _lock:
         _overrides[kind] = decision
 
 
 def reset_decisions() -> None:
+    """Forget every process-wide override (tests)."""
     with _lock:
         _overrides.clear()
 
 
-def decision_for(kind: str) -> Decision:
+def decision_for(kind: str, policy: Optional[Policy] = None) -> Decision:
+    """The decision for row ``kind``: ``policy``'s, else the process-wide one."""
+    if policy is not None:
+        own = policy.rows.get(kind)
+        if own is not None:
+            return own
     return _overrides.get(kind) or DEFAULT_TABLE.get(kind) or DEFAULT_TABLE["other"]
+
+
+class Policy:
+    """An immutable set of row overrides for one config (``GuardConfig.policy``).
+
+    Rows it does not name follow the process-wide table (``DEFAULT_TABLE``
+    plus :func:`set_decision`).  Validated when built: an unknown row or a
+    blame outside ``BLAMES`` is a ``ConfigError``.  Hashable, so configs
+    that hold one stay hashable.
+
+    >>> strict = Policy(ECONNRESET=DEFAULT_TABLE["ECONNRESET"]._replace(retry=False))
+    """
+
+    __slots__ = ("_items", "rows")
+
+    rows: Mapping[str, Decision]
+    _items: Tuple[Tuple[str, Decision], ...]
+
+    def __init__(self, rows: Optional[Mapping[str, Decision]] = None, **more: Decision) -> None:
+        merged = {**(rows or {}), **more}
+        for kind, decision in merged.items():
+            _check_row(kind, decision)
+        object.__setattr__(self, "rows", MappingProxyType(dict(sorted(merged.items()))))
+        object.__setattr__(self, "_items", tuple(sorted(merged.items())))
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("Policy is immutable: use replace()")
+
+    def __reduce__(self) -> Tuple[type, Tuple[Dict[str, Decision]]]:
+        # Pickled with the adapter's config (HTTPAdapter.__attrs__).
+        return (Policy, (dict(self.rows),))
+
+    def replace(self, **rows: Decision) -> Policy:
+        """A copy with ``rows`` set (by row name)."""
+        return Policy({**self.rows, **rows})
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Policy) and other._items == self._items
+
+    def __hash__(self) -> int:
+        return hash(self._items)
+
+    def __repr__(self) -> str:
+        return "Policy(" + ", ".join(f"{k}={v!r}" for k, v in self._items) + ")"
 
 
 class Classified(NamedTuple):
@@ -247,21 +307,22 @@ _SPECIFIC_FIRST: Final = ("blackhole", "proxy", "dns", "tls_eof", "body_decode")
 _GENERIC: Final = ("other", "read_timeout", "peer_closed", "body_broken", "body_timeout")
 
 
-def classify(exc: BaseException) -> Classified:
-    """Classify ``exc`` (any requests, urllib3 or OS exception) into a row."""
+def classify(exc: BaseException, policy: Optional[Policy] = None) -> Classified:
+    """Classify ``exc`` (any requests, urllib3 or OS exception) into a row,
+    with the decision ``policy`` (or the process-wide table) gives it."""
     kinds = []
     for item in iter_chain(exc):
         kind = _kind_of(item)
         if kind is not None:
             if kind in _SPECIFIC_FIRST:
-                return Classified(kind, _errno_name(exc), decision_for(kind))
+                return Classified(kind, _errno_name(exc), decision_for(kind, policy))
             kinds.append(kind)
     # Prefer a precise errno row over the generic ones found on wrappers.
     for kind in kinds:
         if kind not in _GENERIC:
-            return Classified(kind, _errno_name(exc), decision_for(kind))
+            return Classified(kind, _errno_name(exc), decision_for(kind, policy))
     kind = kinds[0] if kinds else "other"
-    return Classified(kind, _errno_name(exc), decision_for(kind))
+    return Classified(kind, _errno_name(exc), decision_for(kind, policy))
 
 
 def _errno_name(exc: BaseException) -> Optional[str]:

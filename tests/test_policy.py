@@ -196,3 +196,45 @@ def test_read_timeout_surfaces_as_requests_readtimeout_and_is_not_retried() -> N
 def test_from_env_with_autostart_variable_set() -> None:
     cfg = GuardConfig.from_env({"AZGUARD_AUTO": "1", "AZGUARD_RETRIES": "2"})
     assert cfg.retries == 2
+
+
+def test_a_config_policy_changes_only_its_own_adapters() -> None:
+    """Per-config rows win over the process-wide table, for that config only."""
+    seen = {"n": 0}
+
+    def behaviour(req: object) -> Action:
+        seen["n"] += 1
+        return Action(kind="rst") if seen["n"] in (1, 2) else Action()
+
+    no_retry = requests_azguard.Policy(
+        ECONNRESET=requests_azguard.DEFAULT_TABLE["ECONNRESET"]._replace(retry=False)
+    )
+    strict = GuardConfig(retries=2, breaker=False, policy=no_retry)
+    default = GuardConfig(retries=2, breaker=False)
+    with HTTPTestServer(behaviour) as srv:
+        # Request 1 is reset and not replayed under the strict policy...
+        with pytest.raises(requests.ConnectionError):
+            requests_azguard.mount(requests.Session(), strict).get(srv.url, timeout=5)
+        # ...request 2 is reset and replayed (request 3) under the default one.
+        assert requests_azguard.mount(requests.Session(), default).get(srv.url, timeout=5).ok
+        assert seen["n"] == 3
+
+
+def test_policy_is_validated_immutable_and_survives_pickling() -> None:
+    import pickle
+
+    row = requests_azguard.DEFAULT_TABLE["ECONNRESET"]._replace(retry=False)
+    policy = requests_azguard.Policy(ECONNRESET=row)
+    with pytest.raises(requests_azguard.ConfigError, match="ECONNRESETT"):
+        requests_azguard.Policy(ECONNRESETT=row)
+    with pytest.raises(requests_azguard.ConfigError, match="blame"):
+        requests_azguard.Policy(ECONNRESET=row._replace(blame="everyone"))
+    with pytest.raises(AttributeError):
+        policy.rows = {}  # type: ignore[misc]
+    with pytest.raises(requests_azguard.ConfigError, match="GuardConfig.policy"):
+        GuardConfig(policy={"ECONNRESET": row})  # type: ignore[arg-type]
+    cfg = GuardConfig(policy=policy)
+    assert hash(cfg) == hash(GuardConfig(policy=requests_azguard.Policy({"ECONNRESET": row})))
+    adapter = requests_azguard.AzGuardAdapter(cfg)
+    assert pickle.loads(pickle.dumps(adapter)).azguard_config.policy == policy
+    assert policy.replace(EPIPE=row).rows.keys() == {"ECONNRESET", "EPIPE"}
