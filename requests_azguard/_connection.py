@@ -13,9 +13,10 @@ from __future__ import annotations
 import socket
 import sys
 import time
-from typing import Any, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple
 
 from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.exceptions import ProtocolError
 
 from . import _watchdog
 from ._condemn import condemn, condemned_at
@@ -165,6 +166,11 @@ class GuardedConnection:
             raise
         if watched:
             _watchdog.unwatch(self)
+            try:
+                self._azguard_check_aborted()
+            except ProtocolError as exc:
+                self._azguard_failed(exc, RESPONSE)
+                raise
             if self.azguard_stream:
                 # The body is now the caller's and cannot be replayed: no
                 # option may end it sooner than plain requests would.
@@ -177,9 +183,31 @@ class GuardedConnection:
             response.azguard_conn = self
         return response
 
-    def azguard_failed(self, exc: BaseException) -> None:
-        """A failure while urllib3 1.26 read this connection's response body."""
-        self._azguard_failed(exc, RESPONSE)
+    def azguard_read_body(self, read: Callable[[], Any]) -> Any:
+        """urllib3 1.26 reads a preloaded body outside ``getresponse``: run
+        ``read()`` watched like the wait for the headers, and judge its failure."""
+        watched = self.azguard_restore is not None
+        if watched:
+            _watchdog.watch(self, time.monotonic())
+        try:
+            response = read()
+            self._azguard_check_aborted()
+        except BaseException as exc:
+            self._azguard_failed(exc, RESPONSE)
+            raise
+        finally:
+            if watched:
+                _watchdog.unwatch(self)
+        return response
+
+    def _azguard_check_aborted(self) -> None:
+        # The watchdog shut the socket down: what was read ended at that EOF,
+        # which a body without a length, or urllib3 1.26 (which accepts a
+        # short Content-Length, as requests does), would take for the end.
+        if self.azguard_verdict is not None:
+            raise ProtocolError(
+                f"Connection broken: aborted by the in-flight watchdog ({self.azguard_verdict})"
+            )
 
     # -- failures ----------------------------------------------------------------
 

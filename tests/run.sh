@@ -18,10 +18,11 @@ setup() {  # name, pins...
 }
 
 setup latest "requests" "urllib3>=2,<3"
-# The cloud SDKs' integration tests run on the latest line (botocore pins
-# urllib3 per Python version; on the legacy line they skip if absent).
-.venv-latest/bin/python -m pip install -q --disable-pip-version-check -e ".[sdk]" "urllib3>=2,<3"
 setup legacy "requests==2.31.0" "urllib3>=1.26,<2"
+# The cloud SDKs' integration tests, on both lines (botocore pins urllib3 per
+# Python version and resolves on both; the pins keep each line's versions).
+.venv-latest/bin/python -m pip install -q --disable-pip-version-check -e ".[sdk]" "urllib3>=2,<3"
+.venv-legacy/bin/python -m pip install -q --disable-pip-version-check -e ".[sdk]" "requests==2.31.0" "urllib3>=1.26,<2"
 
 echo "== docs: mkdocs build --strict (latest line)"
 .venv-latest/bin/python -m pip install -q --disable-pip-version-check -e ".[docs]"
