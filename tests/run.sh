@@ -45,7 +45,7 @@ ls "$dist"/requests_azguard-*.tar.gz "$dist"/requests_azguard-*-py3-none-any.whl
 rm -rf .venv-wheel
 "$PY" -m venv .venv-wheel
 wheel="$(ls "$dist"/requests_azguard-*.whl | head -1)"
-.venv-wheel/bin/python -m pip install -q --disable-pip-version-check "$wheel[test,all]" "urllib3>=2,<3" || status=1
+.venv-wheel/bin/python -m pip install -q --disable-pip-version-check "$wheel[test,all,sdk]" "urllib3>=2,<3" || status=1
 (cd "$dist" && "$OLDPWD/.venv-wheel/bin/python" -c \
   'import requests_azguard as a, sys; assert "site-packages" in a.__file__, a.__file__; print("installed:", a.__file__)') || status=1
 
