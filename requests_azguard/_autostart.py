@@ -28,9 +28,9 @@ import sys
 # typing is not imported at run time: start-up must not pay for it.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Mapping, Optional, Sequence
+    from typing import Any, Callable, Mapping, Optional, Sequence
 
-__all__ = ["PTH_NAME", "RequestsHook", "start"]
+__all__ = ["PTH_NAME", "AfterExec", "RequestsHook", "find_real_spec", "start"]
 
 #: The file name the ``.pth`` line ships under in site-packages; it sorts
 #: after setuptools' ``__editable__.*.pth`` so an editable install's finder is
@@ -117,36 +117,45 @@ def _install() -> None:
         _say(f"AZGUARD_AUTO start-up hook failed ({type(exc).__name__}: {exc})")
 
 
-class _InstallAfterExec:
-    """Wraps requests' own loader: runs it, then installs the guard."""
+class AfterExec:
+    """Wraps a module's own loader: runs it, then calls ``then(module)``.
 
-    def __init__(self, loader: Any, hook: RequestsHook) -> None:
+    Shared with ``_sdk`` (which patches SDK modules the same way); it lives
+    here because this module is loaded by the ``.pth`` line on its own,
+    before the package, and so may import nothing of the package.
+    """
+
+    def __init__(self, loader: Any, then: Callable[[Any], None]) -> None:
         self.loader = loader
-        self.hook = hook
+        self.then = then
 
     def create_module(self, spec: Any) -> Any:
         return self.loader.create_module(spec)
 
     def exec_module(self, module: Any) -> None:
-        # Put the real loader back first so requests' __loader__/__spec__ look
-        # exactly as if nothing had intervened (resources, reload, pickling).
+        # Put the real loader back first so the module's __loader__/__spec__
+        # look exactly as if nothing had intervened (resources, reload, pickling).
         spec = getattr(module, "__spec__", None)
         if spec is not None and spec.loader is self:
             spec.loader = self.loader
         if getattr(module, "__loader__", None) is self:
             module.__loader__ = self.loader
         self.loader.exec_module(module)
-        # Only after requests imported cleanly: a failed import may be retried.
-        self.hook.remove()
-        package = sys.modules.get("requests_azguard")
-        spec = getattr(package, "__spec__", None)
-        if package is not None and getattr(spec, "_initializing", False):
-            # The program imported requests_azguard first and it is importing
-            # requests: installing now would re-enter the half-initialised
-            # package.  Its __init__ runs the install as its last step.
-            package._azguard_autostart_pending = _install  # type: ignore[attr-defined]
-            return
-        _install()
+        self.then(module)
+
+
+def find_real_spec(fullname: str, path: Any, target: Any, skip: type) -> Any:
+    """The spec the other finders on ``sys.meta_path`` give (not ``skip``'s)."""
+    for finder in list(sys.meta_path):
+        if isinstance(finder, skip):
+            continue
+        find = getattr(finder, "find_spec", None)
+        if find is None:
+            continue
+        spec = find(fullname, path, target)
+        if spec is not None:
+            return spec
+    return None
 
 
 class RequestsHook:
@@ -162,27 +171,31 @@ class RequestsHook:
     ) -> Any:
         if fullname not in self.watched:
             return None
-        spec = None
-        for finder in list(sys.meta_path):
-            if finder is self or isinstance(finder, RequestsHook):
-                continue
-            find = getattr(finder, "find_spec", None)
-            if find is None:
-                continue
-            spec = find(fullname, path, target)
-            if spec is not None:
-                break
+        spec = find_real_spec(fullname, path, target, RequestsHook)
         if spec is None:
             return None
         try:
             if spec.loader is not None and hasattr(spec.loader, "exec_module"):
-                spec.loader = _InstallAfterExec(spec.loader, self)
+                spec.loader = AfterExec(spec.loader, self._imported)
             else:
                 _say(f"{fullname} has a loader the start-up hook cannot wrap")
                 self.remove()
         except Exception as exc:
             _say(f"AZGUARD_AUTO start-up hook failed ({type(exc).__name__}: {exc})")
         return spec
+
+    def _imported(self, module: Any) -> None:
+        # Only after the module imported cleanly: a failed import may be retried.
+        self.remove()
+        package = sys.modules.get("requests_azguard")
+        spec = getattr(package, "__spec__", None)
+        if package is not None and getattr(spec, "_initializing", False):
+            # The program imported requests_azguard first and it is importing
+            # requests: installing now would re-enter the half-initialised
+            # package.  Its __init__ runs the install as its last step.
+            package._azguard_autostart_pending = _install  # type: ignore[attr-defined]
+            return
+        _install()
 
     def remove(self) -> None:
         try:

@@ -37,6 +37,8 @@ import threading
 import types
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
+from ._autostart import AfterExec, find_real_spec
+
 __all__ = [
     "TARGETS",
     "Rebinding",
@@ -204,27 +206,6 @@ class SdkPatches:
             return sorted({r.module.__name__ for r in self.rebindings})
 
 
-class _PatchAfterExec:
-    """Wraps an SDK module's own loader: runs it, then patches the module."""
-
-    def __init__(self, loader: Any, patches: SdkPatches) -> None:
-        self.loader = loader
-        self.patches = patches
-
-    def create_module(self, spec: Any) -> Any:
-        return self.loader.create_module(spec)
-
-    def exec_module(self, module: Any) -> None:
-        # The real loader goes back first, so the module looks untouched.
-        spec = getattr(module, "__spec__", None)
-        if spec is not None and spec.loader is self:
-            spec.loader = self.loader
-        if getattr(module, "__loader__", None) is self:
-            module.__loader__ = self.loader
-        self.loader.exec_module(module)
-        self.patches.patch_module(module)
-
-
 class _ImportHook:
     """A meta-path finder that patches the listed modules once they execute."""
 
@@ -235,18 +216,10 @@ class _ImportHook:
     def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
         if fullname not in self.modules:
             return None
-        for finder in list(sys.meta_path):
-            if finder is self or isinstance(finder, _ImportHook):
-                continue
-            find = getattr(finder, "find_spec", None)
-            if find is None:
-                continue
-            spec = find(fullname, path, target)
-            if spec is not None:
-                if spec.loader is not None and hasattr(spec.loader, "exec_module"):
-                    spec.loader = _PatchAfterExec(spec.loader, self.patches)
-                return spec
-        return None
+        spec = find_real_spec(fullname, path, target, _ImportHook)
+        if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
+            spec.loader = AfterExec(spec.loader, self.patches.patch_module)
+        return spec
 
     def remove(self) -> None:
         try:

@@ -32,6 +32,20 @@ SUMMARY_KEYS = {
 }  # fmt: skip
 
 
+def _drill_process(*args: str) -> Dict[str, Any]:
+    """``azguard drill ... --json`` in its own process (a namespace it enters
+    must not be this one); both sides already checked for consistency."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "requests_azguard", "drill", *args, "--json", "--quiet"],
+        capture_output=True, text=True, timeout=120, cwd=REPO,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    data: Dict[str, Any] = json.loads(proc.stdout)
+    _check_side(data["plain"])
+    _check_side(data["guarded"])
+    return data
+
+
 def _drill_json(capsys: pytest.CaptureFixture[str], *args: str) -> Tuple[Dict[str, Any], str]:
     code = _drill.main([*args, "--json"])
     out, err = capsys.readouterr()
@@ -78,19 +92,11 @@ def test_blackhole_drill_in_a_private_namespace() -> None:
     need_root()
     for tool in ("nft", "conntrack", "ip"):
         need_tool(tool)
-    proc = subprocess.run(
-        [
-            sys.executable, "-m", "requests_azguard", "drill", "--fault", "blackhole",
-            "--duration", "3", "--fault-at", "1", "--threads", "2", "--timeout", "1,2",
-            "--json", "--quiet",
-        ],
-        capture_output=True, text=True, timeout=90, cwd=REPO,
+    data = _drill_process(
+        "--fault", "blackhole", "--duration", "3", "--fault-at", "1", "--threads", "2",
+        "--timeout", "1,2",
     )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    data = json.loads(proc.stdout)
     plain, guarded = data["plain"], data["guarded"]
-    _check_side(plain)
-    _check_side(guarded)
     assert data["fault"]["flows_hit"] >= 2
     # Plain requests waits for its read timeout on every black-holed flow.
     assert plain["failures_by_error"].get("ReadTimeout", 0) >= 1, plain
@@ -293,20 +299,11 @@ def test_post_drill_fails_no_more_than_plain_and_opens_no_breaker(fault: str) ->
     threads = 3
     # A slow server keeps each thread's request in flight nearly all the time,
     # so the fault finds one in flight per thread on both sides.
-    proc = subprocess.run(
-        [
-            sys.executable, "-m", "requests_azguard", "drill", "--fault", fault,
-            "--method", "POST", "--duration", "8", "--fault-at", "2",
-            "--threads", str(threads), "--server-delay", "300ms", "--timeout", "2,3",
-            "--json", "--quiet",
-        ],
-        capture_output=True, text=True, timeout=120, cwd=REPO,
+    data = _drill_process(
+        "--fault", fault, "--method", "POST", "--duration", "8", "--fault-at", "2",
+        "--threads", str(threads), "--server-delay", "300ms", "--timeout", "2,3",
     )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    data = json.loads(proc.stdout)
     plain, guarded = data["plain"], data["guarded"]
-    _check_side(plain)
-    _check_side(guarded)
     assert plain["failed"] >= 1, plain  # the fault really hit requests in flight
     assert guarded["circuit_open"] == 0, guarded
     # At most the requests in flight at the fault, each on a dead flow.

@@ -191,22 +191,6 @@ def main(params: Dict[str, Any]) -> Dict[str, Any]:
         fault_time["resume"] = resume
         for _ in range(int(params.get("requests", 20))):
             one()
-    elif scenario == "loss":
-        _netns.add_random_loss(server.port, int(params.get("loss_percent", 5)))
-        n_threads = int(params.get("threads", 1))
-        per_thread = int(params.get("requests", 2000)) // n_threads
-
-        def batch() -> None:
-            for _ in range(per_thread):
-                one()
-
-        threads = [threading.Thread(target=batch) for _ in range(n_threads)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        fault_time["dropped_packets"] = sum(_netns.loss_counters())
-        _netns.clear_random_loss()
     elif scenario == "midbody":
         worker_thread = threading.Thread(target=one)
         worker_thread.start()
@@ -272,9 +256,9 @@ def main(params: Dict[str, Any]) -> Dict[str, Any]:
     elif scenario == "slow":
         for _ in range(int(params.get("requests", 2))):
             one()
-    elif scenario in ("lossy_slow", "lossy_stream"):
+    elif scenario in ("loss", "lossy_slow", "lossy_stream"):
         _netns.add_random_loss(server.port, int(params.get("loss_percent", 3)))
-        n_threads = int(params.get("threads", 10))
+        n_threads = int(params.get("threads", 1))
         per_thread = int(params.get("requests", 50)) // n_threads
         chunk_pause = float(params.get("chunk_pause", 0.002))
 
