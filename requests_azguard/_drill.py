@@ -27,7 +27,7 @@ import socket
 import sys
 import threading
 import time
-from typing import Any, Dict, List, Optional, Sequence, TextIO, Tuple
+from typing import Any, Dict, Final, List, Optional, Sequence, TextIO, Tuple
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -237,6 +237,7 @@ class SideResult:
     def summary(self, fault_at: float) -> Dict[str, Any]:
         lat = sorted(r[1] for r in self.records)
         ok_lat = sorted(r[1] for r in self.records if r[2] is None)
+        failed_lat = sorted(r[1] for r in self.records if r[2] is not None)
         after = [r for r in self.records if r[0] + r[1] >= fault_at]
         failures = self.failures()
         return {
@@ -249,6 +250,8 @@ class SideResult:
             "circuit_open": sum(n for k, n in failures.items() if "CircuitOpenError" in k),
             "p50_ok_s": _percentile(ok_lat, 50),
             "p99_ok_s": _percentile(ok_lat, 99),
+            "p50_failed_s": _percentile(failed_lat, 50),
+            "p99_failed_s": _percentile(failed_lat, 99),
             "stuck": failures.get(_STUCK, 0),
             "p50_s": _percentile(lat, 50),
             "p99_s": _percentile(lat, 99),
@@ -264,6 +267,35 @@ class SideResult:
             "blackholes_detected": self.blackholes_detected,
             "connections": self.connections,
         }
+
+
+#: What each field of a side (``plain``, ``guarded``) in ``--json`` means; a
+#: test keeps it complete.  Durations are seconds; null where a side cannot
+#: tell (plain requests reports no guard events).
+SIDE_FIELDS: Final = {
+    "requests": "requests completed (ok or failed)",
+    "ok": "requests that got the expected answer",
+    "failed": "requests that raised, got an error status or a wrong body",
+    "failures_by_error": "failed requests by label: requests' exception (root cause)",
+    "dead_flow_failures": "failures the guard judged to be dead flows (labels ending in '(dead flow)')",
+    "circuit_open": "failures that were an open circuit breaker (CircuitOpenError)",
+    "stuck": "requests still waiting at the end, counted as failed with their stall so far",
+    "p50_s": "median latency of all requests, ok and failed",
+    "p99_s": "99th percentile latency of all requests",
+    "max_s": "the worst stall of any request",
+    "p50_ok_s": "median latency of the successful requests",
+    "p99_ok_s": "99th percentile latency of the successful requests",
+    "p50_failed_s": "median latency of the failed requests (a fast failure is not a fast run)",
+    "p99_failed_s": "99th percentile latency of the failed requests",
+    "max_after_fault_s": "the worst stall of requests that ended after the fault",
+    "retries": "replays this side made (the guard's reports, else urllib3's)",
+    "retries_by_reason": "the guard's replays by reason (idempotent, unsent, condemned_inflight ...)",
+    "urllib3_retries": "retries urllib3 recorded on the responses (Retry.history)",
+    "evictions": "pooled connections the guard refused to reuse",
+    "evictions_by_reason": "those evictions by reason (idle, peer_closed, condemned ...)",
+    "blackholes_detected": "flows the guard judged black-holed",
+    "connections": "connections this side opened to the drill's server",
+}
 
 
 @dataclasses.dataclass
@@ -741,6 +773,10 @@ def _timeout(raw: str) -> Optional[Tuple[float, float]]:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="azguard drill",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="--json prints one object: fault, options, guard_config, and for each side\n"
+        "(plain, guarded):\n"
+        + "\n".join(f"  {name:<20} {meaning}" for name, meaning in SIDE_FIELDS.items()),
         description=(
             "The migration drill: plain requests and a guarded Session drive the same load "
             "against an embedded keep-alive server; a fault hits every existing flow mid-run. "

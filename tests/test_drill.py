@@ -310,3 +310,19 @@ def test_post_drill_fails_no_more_than_plain_and_opens_no_breaker(fault: str) ->
     assert guarded["failed"] <= threads, guarded
     assert guarded["dead_flow_failures"] == guarded["failed"], guarded
     assert guarded["ok"] >= plain["ok"] * 0.5, (plain, guarded)  # it kept working after
+
+
+def test_every_json_field_of_a_side_is_documented() -> None:
+    side = SideResult(
+        records=[(0.0, 0.001, None), (0.1, 2.0, "ReadTimeout (dead flow)")],
+        connections=1,
+        urllib3_retries=0,
+        retries_by_reason={},
+        evictions_by_reason={},
+        blackholes_detected=0,
+    )
+    summary = side.summary(0.05)
+    assert set(summary) == set(_drill.SIDE_FIELDS)
+    # Successes and failures have percentiles of their own.
+    assert (summary["p50_ok_s"], summary["p50_failed_s"]) == (0.001, 2.0)
+    assert summary["dead_flow_failures"] == 1
