@@ -73,12 +73,17 @@ def main(params: Dict[str, Any]) -> Dict[str, Any]:
             start = time.monotonic()
             err = None
             attempts = 0
+            # "body": the caller's own read of get_object's StreamingBody,
+            # after botocore returned: a stream nothing may replay (for plain
+            # boto3 and the guard alike), kept apart from the requests.
+            phase = "request"
             try:
                 if op == "put":
                     r = s3.put_object(Bucket="load", Key=key, Body=key.encode() * 20)
                     ok = r["ResponseMetadata"]["HTTPStatusCode"] == 200
                 else:
                     r = s3.get_object(Bucket="load", Key=key)
+                    phase = "body"
                     ok = r["Body"].read() == key.encode() * 20
                 attempts = 1 + int(r["ResponseMetadata"].get("RetryAttempts", 0))
             except Exception as exc:  # the outcome is the result
@@ -94,6 +99,7 @@ def main(params: Dict[str, Any]) -> Dict[str, Any]:
                         "ok": ok,
                         "error": err,
                         "attempts": attempts,
+                        "phase": phase,
                     }
                 )
 
@@ -119,11 +125,16 @@ def main(params: Dict[str, Any]) -> Dict[str, Any]:
 
     after = [r for r in results if r["end"] >= fault["t"]]
     stalls = [r["end"] - r["start"] for r in results]
+    body_lost = [r for r in results if not r["ok"] and r["phase"] == "body"]
+    requests_only = [r["end"] - r["start"] for r in results if r not in body_lost]
     return {
         "guarded": guarded,
         "manager": f"{type(manager).__module__}.{type(manager).__name__}",
         "requests": len(results),
         "failed": sum(1 for r in results if not r["ok"]),
+        # lost while the caller read a response body botocore had handed over
+        "failed_in_body_read": len(body_lost),
+        "max_request_s": max(requests_only) if requests_only else 0.0,
         "errors": sorted({r["error"] for r in results if r["error"]}),
         "fault": fault,
         "after_fault": len(after),
