@@ -60,11 +60,15 @@ class CircuitOpenError(AzGuardError, requests.exceptions.ConnectionError):
 
 
 class BlackHoleError(
-    AzGuardError, requests.exceptions.ConnectionError, requests.exceptions.Timeout
+    AzGuardError, requests.exceptions.ConnectionError, requests.exceptions.ReadTimeout
 ):
     """A flow was judged black-holed (the peer's TCP stopped answering) and the
-    request could not be replayed safely.  Like requests' ``ConnectTimeout`` it
-    is both a ``ConnectionError`` and a ``Timeout``."""
+    request could not be replayed safely.
+
+    Plain requests reports the same flow, later, as ``ReadTimeout`` (its read
+    timeout fired) or ``ConnectionError`` (the kernel gave up first), so this
+    is both, like requests' ``ConnectTimeout`` is both a ``ConnectionError``
+    and a ``Timeout``: every ``except`` written for plain requests catches it."""
 
 
 class ProxyCircuitOpenError(CircuitOpenError, requests.exceptions.ProxyError):

@@ -213,6 +213,7 @@ def main(params: Dict[str, Any]) -> Dict[str, Any]:
             fault_time["post"] = type(exc).__name__
             fault_time["post_is_connection_error"] = isinstance(exc, requests.ConnectionError)
             fault_time["post_is_timeout"] = isinstance(exc, requests.Timeout)
+            fault_time["post_is_read_timeout"] = isinstance(exc, requests.ReadTimeout)
         fault_time["post_s"] = time.monotonic() - start
         fault_time["delivered_p1"] = sum(
             1 for q in server.requests if q.headers.get("x-request-id") == "p1"
