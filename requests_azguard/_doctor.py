@@ -15,6 +15,7 @@ stderr, never a traceback.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import socket
@@ -33,6 +34,7 @@ from ._config import GuardConfig, parse_duration
 from ._errors import ConfigError
 from ._keepalive import PROBE_INTERVAL
 from ._log import format_peer
+from ._policy import root_cause
 from ._tcpinfo import IS_LINUX, TcpInfo, base_rto, grade, raw_socket, read_tcp_info
 
 __all__ = ["MIDDLEBOX_IDLE", "advise", "diagnose", "main", "read_sysctls", "retries2_seconds"]
@@ -276,32 +278,19 @@ def _check_url(url: str) -> Tuple[str, str, int]:
 
 def _root_cause(exc: BaseException) -> str:
     """The most specific reason in an exception chain, e.g. 'ECONNREFUSED (Connection refused)'."""
-    seen = set()
-    best: BaseException = exc
-    stack: List[BaseException] = [exc]
-    while stack:
-        cur = stack.pop()
-        if id(cur) in seen:
-            continue
-        seen.add(id(cur))
-        if isinstance(cur, ssl.SSLError):
-            # An SSLError's errno is OpenSSL's error code, not an errno: code 1
-            # would read as EPERM.  Say what TLS said.
-            reason = getattr(cur, "reason", None)
-            detail = getattr(cur, "verify_message", None) or cur.strerror or str(cur)
-            return f"TLS {reason} ({detail})" if reason else f"TLS error ({detail})"
-        if isinstance(cur, OSError) and cur.errno:
-            import errno as errno_mod
-
-            name = errno_mod.errorcode.get(cur.errno, str(cur.errno))
-            return f"{name} ({cur.strerror or cur})"
-        if isinstance(cur, socket.gaierror):
-            return f"name resolution failed ({cur})"
-        best = cur
-        for nxt in (getattr(cur, "reason", None), cur.__cause__, cur.__context__, *cur.args):
-            if isinstance(nxt, BaseException):
-                stack.append(nxt)
-    text = str(best) or type(best).__name__
+    cur = root_cause(exc)
+    if isinstance(cur, ssl.SSLError):
+        # An SSLError's errno is OpenSSL's error code, not an errno: code 1
+        # would read as EPERM.  Say what TLS said.
+        reason = getattr(cur, "reason", None)
+        detail = getattr(cur, "verify_message", None) or cur.strerror or str(cur)
+        return f"TLS {reason} ({detail})" if reason else f"TLS error ({detail})"
+    if isinstance(cur, socket.gaierror):
+        return f"name resolution failed ({cur})"
+    if isinstance(cur, OSError) and cur.errno:
+        name = errno.errorcode.get(cur.errno, str(cur.errno))
+        return f"{name} ({cur.strerror or cur})"
+    text = str(cur) or type(cur).__name__
     return text.splitlines()[0][:300]
 
 

@@ -24,6 +24,7 @@ import dataclasses
 import errno as errno_mod
 import json
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -37,7 +38,7 @@ from ._config import GuardConfig, parse_duration
 from ._errors import ConfigError
 from ._failure import failure_of
 from ._instrument import NoopInstrumentation, add_instrumentation, remove_instrumentation
-from ._policy import FLOW, Policy
+from ._policy import FLOW, Policy, root_cause
 
 __all__ = [
     "DrillOptions",
@@ -361,39 +362,16 @@ def error_label(exc: BaseException) -> str:
     top = type(exc).__name__
     if isinstance(exc, requests.exceptions.Timeout):
         return top
-    root = _root_cause(exc)
+    root = root_cause(exc)
     if root is exc:
         return top
-    code = root.errno if isinstance(root, OSError) else None
+    # An SSLError's errno is OpenSSL's error code, not an errno.
+    code = root.errno if isinstance(root, OSError) and not isinstance(root, ssl.SSLError) else None
     if code is not None and code in errno_mod.errorcode:
         inner = errno_mod.errorcode[code]
     else:
         inner = type(root).__name__
     return f"{top}({inner})"
-
-
-def _root_cause(exc: BaseException) -> BaseException:
-    seen = set()
-    current = exc
-    for _ in range(16):
-        seen.add(id(current))
-        nxt: Optional[BaseException] = None
-        reason = getattr(current, "reason", None)
-        if isinstance(reason, BaseException):
-            nxt = reason
-        else:
-            # requests and urllib3 wrap the cause as an argument, e.g.
-            # ProtocolError('Connection aborted.', ConnectionResetError(104, ...)).
-            for arg in reversed(getattr(current, "args", ())):
-                if isinstance(arg, BaseException):
-                    nxt = arg
-                    break
-        if nxt is None:
-            nxt = current.__cause__ or current.__context__
-        if nxt is None or id(nxt) in seen:
-            return current
-        current = nxt
-    return current
 
 
 # ---------------------------------------------------------------------------

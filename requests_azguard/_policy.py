@@ -54,6 +54,7 @@ __all__ = [
     "is_body_error",
     "iter_chain",
     "reset_decisions",
+    "root_cause",
     "set_decision",
 ]
 
@@ -241,6 +242,17 @@ def iter_chain(exc: Optional[BaseException], limit: int = 16) -> Iterator[BaseEx
         ]
         nested.extend(a for a in getattr(current, "args", ()) if isinstance(a, BaseException))
         todo.extend(n for n in nested if isinstance(n, BaseException))
+
+
+def root_cause(exc: BaseException) -> BaseException:
+    """The most specific exception in ``exc``'s chain (for messages and labels):
+    the first OS-level error with an errno (a TLS error included), outermost
+    first, else the innermost exception."""
+    chain = list(iter_chain(exc))
+    for item in chain:
+        if isinstance(item, OSError) and item.errno:
+            return item
+    return chain[-1]
 
 
 # urllib3 2.x wraps resolver failures in NameResolutionError; 1.26 leaves the
