@@ -21,6 +21,7 @@ import os
 import statistics
 import sys
 import time
+from typing import List
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -75,6 +76,11 @@ def scenario(name: str, threads: int, delay: float, control: bool = False) -> fl
             )
         g.close()
         p.close()
+    return report(name, g_rates, p_rates, control)
+
+
+def report(name: str, g_rates: List[float], p_rates: List[float], control: bool) -> float:
+    """Print one scenario's line: both rates and the median ratio with its CI."""
     ratio = median_ratio(g_rates, p_rates)
     lo, hi = median_ci([a / b for a, b in zip(g_rates, p_rates)])
     sides = "plain (B)" if control else "guarded"
@@ -116,15 +122,7 @@ def urllib3_scenario(name: str, threads: int, delay: float, control: bool = Fals
             )
         g.clear()
         p.clear()
-    ratio = median_ratio(g_rates, p_rates)
-    lo, hi = median_ci([a / b for a, b in zip(g_rates, p_rates)])
-    sides = "plain (B)" if control else "guarded"
-    print(
-        f"{name:<30} plain {statistics.median(p_rates):6.0f} req/s   "
-        f"{sides} {statistics.median(g_rates):6.0f} req/s   "
-        f"ratio {ratio:.3f}  (95% CI of the median {lo:.3f}-{hi:.3f}, {len(g_rates)} blocks)"
-    )
-    return ratio
+    return report(name, g_rates, p_rates, control)
 
 
 def main() -> int:

@@ -35,6 +35,30 @@ def need_root() -> None:
     need(os.geteuid() == 0, "needs root (network namespaces, nftables, conntrack)")
 
 
+class Clock:
+    """An injected clock for the breaker registry: time moves only when told."""
+
+    def __init__(self, start: float = 1_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> Iterator[Clock]:
+    """A fresh breaker registry driven by a :class:`Clock`."""
+    from requests_azguard import reset_breakers
+
+    c = Clock()
+    reset_breakers(clock=c)
+    yield c
+    reset_breakers()
+
+
 @pytest.fixture
 def server() -> Iterator[HTTPTestServer]:
     with HTTPTestServer() as srv:

@@ -11,37 +11,22 @@ from __future__ import annotations
 
 import gzip
 import socket
-from typing import Any, Iterator, List, Tuple
+from typing import Any, List, Tuple
 
 import pytest
 import requests
 import urllib3
+from conftest import Clock
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from servers import Action, HTTPTestServer, Request
 
 import requests_azguard
 from requests_azguard import CircuitOpenError, GuardConfig, ProxyCircuitOpenError
-from requests_azguard._breaker import CLOSED, OPEN, BreakerSettings, registry, reset_breakers
+from requests_azguard._breaker import CLOSED, OPEN, BreakerSettings, registry
 from requests_azguard._failure import failure_of
 from requests_azguard._instrument import add_instrumentation
 from requests_azguard._prometheus import PrometheusInstrumentation
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> Iterator[Clock]:
-    c = Clock()
-    reset_breakers(clock=c)
-    yield c
-    reset_breakers()
 
 
 def closed_port() -> int:

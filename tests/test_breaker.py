@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterator, List, Optional, Tuple
 
 import pytest
 import requests
+from conftest import Clock
 from servers import Action, HTTPTestServer, ProxyServer, Request
 
 from requests_azguard import AzGuardAdapter, CircuitOpenError, ConfigError, GuardConfig, mount
@@ -35,17 +36,6 @@ from requests_azguard._failure import failure_of
 from requests_azguard._fallback import FALLBACK_HEADER
 from requests_azguard._instrument import NoopInstrumentation, add_instrumentation
 from requests_azguard._policy import classify
-
-
-class Clock:
-    def __init__(self, start: float = 1_000_000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class Recorder(NoopInstrumentation):
@@ -90,14 +80,6 @@ class socket_audit:
 
 
 # -- fixtures -----------------------------------------------------------------------
-
-
-@pytest.fixture
-def clock() -> Iterator[Clock]:
-    c = Clock()
-    reset_breakers(clock=c)
-    yield c
-    reset_breakers()
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ import pytest
 import requests
 import urllib3
 import urllib3.poolmanager
+from conftest import Clock
 from servers import Action, HTTPTestServer
 from sockopts import LINUX, read_options
 from urllib3.connectionpool import HTTPConnectionPool
@@ -28,7 +29,7 @@ from urllib3.util.retry import Retry
 
 import requests_azguard as az
 from requests_azguard import _install, _sdk, _watchdog
-from requests_azguard._breaker import registry, reset_breakers
+from requests_azguard._breaker import registry
 from requests_azguard._install import InstallConflictError
 from requests_azguard._retry import AzRetry
 from requests_azguard._urllib3 import (
@@ -41,22 +42,6 @@ from requests_azguard._urllib3 import (
 HERE = Path(__file__).resolve().parent
 SDK_CLIENT = HERE / "scenarios" / "sdk_client.py"
 CFG = az.GuardConfig(keepalive_idle=17.0, keepalive_interval=3.0, keepalive_count=4)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> Iterator[Clock]:
-    c = Clock()
-    reset_breakers(clock=c)
-    yield c
-    reset_breakers()
 
 
 @pytest.fixture(autouse=True)

@@ -158,6 +158,9 @@ def main(params: Dict[str, Any]) -> Dict[str, Any]:
         except Exception as exc:
             ok = False
             err = f"{type(exc).__name__}: {exc}"[:300]
+        record(start, ok, err)
+
+    def record(start: float, ok: bool, err: Any) -> None:
         end = time.monotonic()
         with lock:
             results.append({"start": start - t0, "end": end - t0, "ok": ok, "error": err})
@@ -276,9 +279,7 @@ def main(params: Dict[str, Any]) -> Dict[str, Any]:
             except Exception as exc:
                 ok = False
                 err = f"{type(exc).__name__}: {exc}"[:300]
-            end = time.monotonic()
-            with lock:
-                results.append({"start": start - t0, "end": end - t0, "ok": ok, "error": err})
+            record(start, ok, err)
 
         def batch() -> None:
             for _ in range(per_thread):
