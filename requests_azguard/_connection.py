@@ -4,8 +4,8 @@ Each connection records when it was opened and last returned to the pool,
 the peer address it reached at connect (its fingerprint), and how many bytes
 of the current request reached the kernel: the "nothing written" fact that
 decides whether a non-idempotent request may be replayed.  While a replayable
-request is in flight its socket carries tight watchdog options (see
-``_keepalive.inflight_options``), restored when it goes back to the pool.
+request waits for its answer, the connection is registered with the in-flight
+watchdog (``_watchdog``), which may probe its flow or abort it.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from ._keepalive import (
     HOST_KIND,
     SocketOption,
     probe_options,
+    resting_options,
     windows_keepalive_vals,
 )
 from ._log import log_decision
@@ -35,7 +36,6 @@ from ._policy import classify
 from ._tcpinfo import (
     FlowState,
     answers_probe,
-    base_rto,
     grade,
     raw_socket,
     read_flow,
@@ -44,13 +44,6 @@ from ._tcpinfo import (
 from ._validation import Peer, gather, peer_of, reuse_verdict
 
 __all__ = ["AzHTTPConnection", "AzHTTPSConnection", "GuardedConnection"]
-
-# How many base RTOs the request may stay unacknowledged before the verdict:
-# the original, a tail-loss probe and two RTO retransmissions (at 1x and 3x)
-# must all go unanswered, so ordinary loss is not mistaken for a dead flow.
-# The kernel acts on the first retransmission timer past the deadline, about
-# one minimum RTO (200 ms) later.
-RTO_FACTOR = 3.0
 
 # How long a read timeout waits for the answer to its liveness probe, past
 # the probe itself, within bounds.  Only a timeout the breaker would
@@ -88,8 +81,6 @@ class GuardedConnection:
     azguard_idle_since: Optional[float] = None
     #: Peer address recorded at connect, compared before each reuse.
     azguard_peer: Optional[Peer] = None
-    #: The connection's base RTO (seconds) from its latest TCP_INFO.
-    azguard_base_rto: Optional[float] = None
     #: Bytes of the current request accepted by the kernel.
     azguard_bytes_sent: int = 0
     #: True when part of the request went through a path that cannot count bytes.
@@ -97,18 +88,14 @@ class GuardedConnection:
     #: Facts about the current request, set by the pool before it is sent.
     azguard_idempotency_key: bool = False
     azguard_body_replayable: bool = True
-    #: Options to apply before the first byte of the current request.
-    azguard_pending_inflight: Optional[Tuple[List[SocketOption], List[SocketOption]]] = None
-    #: Options to restore when the connection goes back to the pool.
-    azguard_restore: Optional[List[SocketOption]] = None
+    #: The current request may be replayed: the watchdog watches it.
+    azguard_watched: bool = False
     #: Reason the last reuse check refused this connection.
     azguard_evicted_reason: Optional[str] = None
     #: The OS-level socket under any TLS wrapper, found once at connect.
     azguard_raw: Any = None
     #: A poll object registered for that socket (reuse checks).
     azguard_poller: Any = None
-    #: (user timeout, tighten, restore) computed for the latest user timeout.
-    azguard_inflight_cache: Optional[Tuple[float, List[SocketOption], List[SocketOption]]] = None
     #: Its pool goes through a proxy (set by the pool).
     azguard_via_proxy: bool = False
     #: Connected during the current request (not reused from the pool).
@@ -152,29 +139,26 @@ class GuardedConnection:
             # urllib3 1.26 asks with buffering=True first (Python 2's
             # signature); http.client refuses, and it asks again without.
             return super().getresponse(*args, **kwargs)  # type: ignore[misc]
-        # A replayable request (only those run tight) is watched while it
-        # waits, so that the watchdog can probe or abort it (_watchdog).
-        watched = self.azguard_restore is not None
+        # A replayable request is watched while it waits, so that the
+        # watchdog can probe or abort it (_watchdog).  A stream=True body is
+        # the caller's once the headers are in: it is no longer watched.
+        watched = self.azguard_watched
         if watched:
             _watchdog.watch(self, time.monotonic())
         try:
             response = super().getresponse()  # type: ignore[misc]
         except BaseException as exc:
             if watched:
-                _watchdog.unwatch(self)
+                self._azguard_unwatch()
             self._azguard_failed(exc, RESPONSE)
             raise
         if watched:
-            _watchdog.unwatch(self)
+            self._azguard_unwatch()
             try:
                 self._azguard_check_aborted()
             except ProtocolError as exc:
                 self._azguard_failed(exc, RESPONSE)
                 raise
-            if self.azguard_stream:
-                # The body is now the caller's and cannot be replayed: no
-                # option may end it sooner than plain requests would.
-                self.azguard_relax()
         # Read back by the breaker: a success on a fresh connection proves the
         # host reachable (urllib3 1.26 wraps this object in its own response,
         # and reads the body there: see _pool._LegacyResponse).
@@ -186,7 +170,7 @@ class GuardedConnection:
     def azguard_read_body(self, read: Callable[[], Any]) -> Any:
         """urllib3 1.26 reads a preloaded body outside ``getresponse``: run
         ``read()`` watched like the wait for the headers, and judge its failure."""
-        watched = self.azguard_restore is not None
+        watched = self.azguard_watched
         if watched:
             _watchdog.watch(self, time.monotonic())
         try:
@@ -197,8 +181,13 @@ class GuardedConnection:
             raise
         finally:
             if watched:
-                _watchdog.unwatch(self)
+                self._azguard_unwatch()
         return response
+
+    def _azguard_unwatch(self) -> None:
+        _watchdog.unwatch(self)  # returns once the watchdog is done with it
+        if self.azguard_probing:
+            self.azguard_relax()  # probe options are for a waiting request only
 
     def _azguard_check_aborted(self) -> None:
         # The watchdog shut the socket down: what was read ended at that EOF,
@@ -237,7 +226,6 @@ class GuardedConnection:
                 phase=phase,
                 fresh=self.azguard_fresh,
                 via_proxy=self.azguard_via_proxy,
-                tightened=self.azguard_restore is not None,
                 verdict=self.azguard_verdict,
                 opened_at=self.azguard_opened_at,
                 condemned_at=None if peer is None else condemned_at(peer),
@@ -303,9 +291,17 @@ class GuardedConnection:
     def azguard_flow(self) -> Optional[FlowState]:
         return read_flow(self.azguard_raw) if self.sock is not None else None
 
-    def azguard_start_probing(self) -> None:
-        if self.sock is not None and _apply(self.azguard_raw, probe_options(HOST_CONSTANTS)):
-            self.azguard_probing = True
+    def azguard_start_probing(self, still_watched: Callable[[], bool]) -> bool:
+        """Probe the waiting flow every second; False if its request has its
+        answer already (``still_watched`` is asked after the flag is up, so
+        that a request unwatching meanwhile sees it and waits, see
+        ``_watchdog.unwatch``)."""
+        self.azguard_probing = True
+        if self.sock is None or not still_watched():
+            self.azguard_probing = False
+            return False
+        _apply(self.azguard_raw, probe_options(HOST_CONSTANTS))
+        return True
 
     def azguard_abort(self, reason: str) -> None:
         """End the waiting request: its reader wakes with an error judged as ``reason``."""
@@ -322,19 +318,18 @@ class GuardedConnection:
     def azguard_after_connect(self, connect_seconds: float) -> None:
         self.azguard_opened_at = time.monotonic()
         self.azguard_idle_since = None
-        self.azguard_restore = None
-        self.azguard_inflight_cache = None
+        self.azguard_probing = False
         self.azguard_raw = raw_socket(self.sock)
         self.azguard_poller = None
         self.azguard_peer = peer_of(self.azguard_raw)
         config = self.azguard_config
         if config is None:
             return
-        info = read_vitals(self.azguard_raw)
-        self.azguard_base_rto = base_rto(info) if info is not None else None
         instrumentation = hooks()
-        if info is not None and type(instrumentation) is not NoopInstrumentation:
-            instrumentation.tcp_info(self.azguard_host_label, info.rtt, grade(info, config))
+        if type(instrumentation) is not NoopInstrumentation:
+            info = read_vitals(self.azguard_raw)
+            if info is not None:
+                instrumentation.tcp_info(self.azguard_host_label, info.rtt, grade(info, config))
         if HOST_KIND == "windows" and HOST_CONSTANTS.SIO_KEEPALIVE_VALS is not None:
             vals = windows_keepalive_vals(config)
             if vals is not None:
@@ -356,7 +351,6 @@ class GuardedConnection:
         now = time.monotonic()
         facts = gather(self, now, config, poll, self.azguard_dns_target)
         if facts.tcp is not None:
-            self.azguard_base_rto = base_rto(facts.tcp)
             instrumentation = hooks()
             if type(instrumentation) is not NoopInstrumentation:
                 rtt = facts.tcp.rtt
@@ -380,30 +374,22 @@ class GuardedConnection:
 
     # -- per request -----------------------------------------------------------
 
-    def azguard_begin_request(self) -> None:
+    def azguard_begin_request(
+        self, stream: bool, watched: bool, idempotency_key: bool, body_replayable: bool
+    ) -> None:
+        """A request takes this connection: the facts the pool knows about it."""
         self.azguard_fresh = False
         self.azguard_verdict = None
         self.azguard_bytes_sent = 0
         self.azguard_uncounted = False
-        self.azguard_idempotency_key = False
-        self.azguard_body_replayable = True
-        self.azguard_pending_inflight = None
+        self.azguard_stream = stream
+        self.azguard_watched = watched
+        self.azguard_idempotency_key = idempotency_key
+        self.azguard_body_replayable = body_replayable
 
     @property
     def azguard_nothing_written(self) -> bool:
         return self.azguard_bytes_sent == 0 and not self.azguard_uncounted
-
-    @property
-    def azguard_tightened(self) -> bool:
-        return self.azguard_restore is not None
-
-    def azguard_inflight_user_timeout(self, ack_timeout: float) -> float:
-        rto = self.azguard_base_rto
-        if rto is None or RTO_FACTOR * rto <= ack_timeout:
-            return ack_timeout
-        # Rounded to 100 ms so that the option lists computed for it are
-        # reused while the smoothed RTT wanders a little.
-        return max(ack_timeout, round(RTO_FACTOR * rto, 1))
 
     def azguard_put_back(self) -> None:
         """Called as the connection returns to the pool."""
@@ -411,42 +397,13 @@ class GuardedConnection:
         if self.sock is None:
             # Closed on purpose (e.g. "Connection: close"): no flow to judge.
             self.azguard_opened_at = None
-            self.azguard_restore = None
-        elif self.azguard_probing:
-            self.azguard_relax()  # probe options are for a waiting request only
-        elif self.azguard_restore is not None:
-            # Left tight for the next request; relaxed if it stays idle.
-            _watchdog.park(self)
 
     def azguard_relax(self) -> None:
-        """Put the generous options back (tight ones are for requests in flight)."""
-        restore = self.azguard_restore
+        """Put the configured options back in place of the probe options."""
         self.azguard_probing = False
-        if restore is not None:
-            self.azguard_restore = None
-            if self.sock is not None:
-                _apply(self.azguard_raw, restore)
-
-    def azguard_tighten(self, tighten: List[SocketOption], restore: List[SocketOption]) -> None:
-        """Put the in-flight options on now, or before the first byte of a
-        connection that is not open yet."""
-        if self.sock is None:
-            # Not connected yet (or closed since): the options go on the new
-            # socket before its first byte; nothing is tight any more.
-            self.azguard_restore = None
-            self.azguard_pending_inflight = (tighten, restore)
-        elif self.azguard_restore is not None:
-            return  # still tight from the previous request
-        elif _apply(self.azguard_raw, tighten):
-            self.azguard_restore = restore
-
-    def _azguard_before_first_byte(self) -> None:
-        pending = self.azguard_pending_inflight
-        self.azguard_pending_inflight = None
-        if pending is not None and self.sock is not None and self.azguard_restore is None:
-            tighten, restore = pending
-            if _apply(self.azguard_raw, tighten):
-                self.azguard_restore = restore
+        config = self.azguard_config
+        if self.sock is not None and config is not None:
+            _apply(self.azguard_raw, resting_options(config, HOST_CONSTANTS, HOST_KIND))
 
     def _azguard_send(self, data: Any) -> bool:
         """Send a bytes-like ``data`` counting what the kernel accepted.
@@ -467,8 +424,6 @@ class GuardedConnection:
             # relies on it for plain HTTP); connecting here keeps the count.
             self.connect()
             sock = self.sock
-        if self.azguard_pending_inflight is not None and self.azguard_raw is not None:
-            self._azguard_before_first_byte()
         sys.audit("http.client.send", self, data)
         # socket.sendall() hides how much went out before an error; send()
         # tells, which is what the "nothing written" rule needs.  One call

@@ -359,15 +359,12 @@ def diagnose(
             raise DoctorError(f"{url} answered, then the body failed: {_root_cause(exc)}") from None
         done = time.monotonic()
         resp.close()
-        # Fully read, the connection is back in the pool with its idle-time
-        # options; read again there (the in-flight watchdog may tighten them
-        # while a response is awaited).  A closed connection keeps the first read.
+        # Fully read, the connection is back in the pool; read again there
+        # (the in-flight watchdog may have probed it while the response was
+        # awaited).  A closed connection keeps the first read.
         idle_sock = getattr(conn, "sock", None)
         keep_alive = idle_sock is not None
         if idle_sock is not None:
-            # The watchdog leaves a busy connection tight for its next
-            # request and relaxes it after a short idle time: do that now.
-            _watchdog.relax_all()
             idle = _inspect(conn, idle_sock, config)
             in_flight = report["socket_options"]
             if idle["socket_options"] is not None:
@@ -414,13 +411,15 @@ def diagnose(
         "retries": config.retries,
         "breaker": config.breaker,
     }
-    # What the in-flight watchdog does with a replayable request (_watchdog):
-    # shown so that the options read back while the response was awaited
-    # (only TCP_USER_TIMEOUT differs) can be told from a misconfiguration.
+    # What the in-flight watchdog does with a replayable request (_watchdog).
     report["watchdog"] = None
     if config.ack_timeout is not None and config.keepalive and IS_LINUX:
         report["watchdog"] = {
-            "inflight_user_timeout": "max(ack_timeout, 3 base RTOs)",
+            "unacked_verdict_retransmits": {
+                "siblings_stuck_too": _watchdog.STUCK_RETRANSMITS,
+                "no_sibling_hears_the_peer": _watchdog.UNHEARD_RETRANSMITS,
+                "alone": _watchdog.ALONE_RETRANSMITS,
+            },
             "probe_after_s": _watchdog.PROBE_AFTER,
             "probe_interval_s": float(PROBE_INTERVAL),
             "verdict_after_unanswered_probes": _watchdog.VERDICT_PROBES,
@@ -538,10 +537,16 @@ def _render(report: Dict[str, Any]) -> str:
     dog = report.get("watchdog")
     add("in-flight watchdog (replayable requests)")
     if dog:
+        rule = dog["unacked_verdict_retransmits"]
         add(
-            f"  in flight, TCP_USER_TIMEOUT {dog['inflight_user_timeout']}; after "
-            f"{dog['probe_after_s']:g} s of silence, a keepalive probe every "
-            f"{dog['probe_interval_s']:g} s, a verdict after "
+            f"  bytes unacknowledged past ack_timeout: a verdict after "
+            f"{rule['siblings_stuck_too']} unanswered retransmissions if other requests to the "
+            f"peer are stuck too, {rule['no_sibling_hears_the_peer']} if no other flow hears "
+            f"from it, {rule['alone']} otherwise"
+        )
+        add(
+            f"  acknowledged, then {dog['probe_after_s']:g} s of silence: a keepalive probe "
+            f"every {dog['probe_interval_s']:g} s, a verdict after "
             f"{dog['verdict_after_unanswered_probes']} unanswered"
         )
     else:

@@ -71,7 +71,6 @@ class ConnFacts(NamedTuple):
     phase: str  # CONNECT, REQUEST or RESPONSE
     fresh: bool  # connected during this attempt (not taken from the pool)
     via_proxy: bool  # its pool goes through a proxy
-    tightened: bool  # it carried the in-flight watchdog's options
     verdict: Optional[str]  # why the watchdog aborted the request, if it did
     opened_at: Optional[float]  # monotonic time it connected
     condemned_at: Optional[float]  # monotonic time its peer was last condemned
@@ -125,13 +124,9 @@ def judge(
             decision_for(facts.verdict, policy),
             facts.verdict,
         )
-    elif (kind == "ETIMEDOUT" and facts.tightened) or (
-        kind in _TIMEOUT_KINDS and (evidence.unacked > 0 or evidence.probes > 0)
-    ):
-        # The kernel gave up on unacknowledged data or unanswered probes
-        # within the watchdog's bounds, or the caller's timeout fired while
-        # they were outstanding: the peer's TCP is gone, which a slow
-        # server's TCP never is.
+    elif kind in _TIMEOUT_KINDS and (evidence.unacked > 0 or evidence.probes > 0):
+        # The caller's timeout fired while data or probes were outstanding:
+        # the peer's TCP is gone, which a slow server's TCP never is.
         kind, decision, dead_flow = "blackhole", decision_for("blackhole", policy), "blackhole"
     blame = decision.blame
     if facts.via_proxy and facts.phase == CONNECT:

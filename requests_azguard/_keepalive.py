@@ -19,7 +19,6 @@ from ._config import GuardConfig
 __all__ = [
     "SocketConstants",
     "SocketOption",
-    "inflight_options",
     "keepalive_options",
     "platform_kind",
     "socket_options",
@@ -150,28 +149,12 @@ PROBE_INTERVAL: Final = 1
 PROBE_BACKSTOP_COUNT: Final = 10
 
 
-def inflight_options(
-    config: GuardConfig,
-    consts: SocketConstants,
-    kind: str,
-    user_timeout: float,
-) -> Tuple[List[SocketOption], List[SocketOption]]:
-    """Options to tighten while a replayable request is in flight, and to restore.
-
-    Linux only.  A tight TCP_USER_TIMEOUT bounds how long the request may stay
-    unacknowledged: the kernel's own deadline runs from the first unacked
-    byte, unlike one computed from ``tcpi_rto``, which doubles with each
-    backoff; it is sized to several RTOs (see ``_connection.RTO_FACTOR``), so
-    one lost segment never trips it.  Keepalive stays as configured: with a
-    short TCP_USER_TIMEOUT the kernel drops a flow after *one* unanswered
-    keepalive probe, which ordinary loss produces.  A request whose bytes
-    were acknowledged and whose answer does not come is probed by the
-    watchdog instead (``probe_options``), which asks for several.
-    """
+def resting_options(config: GuardConfig, consts: SocketConstants, kind: str) -> List[SocketOption]:
+    """The configured options that the watchdog's probe options replace, to
+    put back once the probed request has its answer (Linux only)."""
     if kind != "linux" or not config.keepalive or consts.TCP_KEEPIDLE is None:
-        return [], []
+        return []
     tcp = consts.IPPROTO_TCP
-    tighten = user_timeout_options(user_timeout, consts)
     restore = [
         *user_timeout_options(config.user_timeout, consts),
         (tcp, consts.TCP_KEEPIDLE, _whole_seconds(config.keepalive_idle)),
@@ -180,7 +163,7 @@ def inflight_options(
         restore.append((tcp, consts.TCP_KEEPINTVL, _whole_seconds(config.keepalive_interval)))
     if consts.TCP_KEEPCNT is not None:
         restore.append((tcp, consts.TCP_KEEPCNT, config.keepalive_count))
-    return tighten, restore
+    return restore
 
 
 def probe_options(consts: SocketConstants) -> List[SocketOption]:

@@ -20,11 +20,11 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.poolmanager import PoolManager, ProxyManager
 from urllib3.util.retry import Retry
 
-from . import _fork, _watchdog
+from . import _fork
 from ._config import GuardConfig
 from ._connection import AzHTTPConnection, AzHTTPSConnection, GuardedConnection
 from ._instrument import NoopInstrumentation, hooks
-from ._keepalive import HOST_CONSTANTS, HOST_KIND, SocketOption, inflight_options
+from ._keepalive import HOST_CONSTANTS, HOST_KIND, SocketOption, resting_options
 from ._retry import IDEMPOTENCY_HEADERS, AzRetry
 
 __all__ = [
@@ -125,6 +125,9 @@ class GuardedPool:
     headers: Any
     conn_kw: Dict[str, Any]
 
+    #: (config, whether its requests may be watched), see _azguard_watchable.
+    _azguard_watch_cache: Optional[Tuple[GuardConfig, bool]] = None
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # Per thread: the attempt in progress (see _Attempt).
@@ -171,17 +174,15 @@ class GuardedPool:
                 reason = "peer_closed"
                 conn.azguard_opened_at = None
         conn.azguard_evicted_reason = None
-        if conn.azguard_restore is not None:
-            _watchdog.claim(conn)
-        conn.azguard_begin_request()
         attempt = self._azguard_attempt_record()
         # Prepared here rather than in _make_request: overriding that hook
         # means repacking its dozen keyword arguments on every request.
         request = attempt.request
-        if request is not None:
+        if request is None:
+            conn.azguard_begin_request(False, False, False, True)
+        else:
             attempt.request = None
             method, body, headers, retries, stream = request
-            conn.azguard_stream = stream
             self._azguard_prepare(
                 conn,
                 conn.azguard_config,
@@ -189,6 +190,7 @@ class GuardedPool:
                 body,
                 self.headers if headers is None else headers,
                 retries,
+                stream,
             )
         instrumentation = hooks()
         if type(instrumentation) is not NoopInstrumentation:
@@ -234,9 +236,9 @@ class GuardedPool:
         body: Any,
         headers: Any,
         retries: Any,
+        stream: bool,
     ) -> None:
         body_ok = body is None or _body_replayable(body)
-        conn.azguard_body_replayable = body_ok
         if isinstance(retries, AzRetry):
             idempotent = retries.azguard_idempotent(method)
             mode = retries.azguard_mode
@@ -245,24 +247,24 @@ class GuardedPool:
             mode = config.retry_non_idempotent
         # The key only matters for a method that is not idempotent anyway.
         keyed = not idempotent and bool(headers) and _has_idempotency_key(headers)
-        conn.azguard_idempotency_key = keyed
-        ack_timeout = config.ack_timeout
-        # Only a request that may be replayed once written gets the tight
-        # verdict; for the others the generous kernel timeout stands, since a
-        # verdict could only turn a slow answer into a lost one.
-        if ack_timeout is None or not body_ok or not (idempotent or keyed or mode == "always"):
-            if conn.azguard_restore is not None:
-                conn.azguard_relax()  # still tight from a replayable request
-            return
-        if conn.azguard_restore is not None and conn.sock is not None:
-            return  # still tight from the previous request on this connection
-        user_timeout = conn.azguard_inflight_user_timeout(ack_timeout)
-        cached = conn.azguard_inflight_cache
-        if cached is None or cached[0] != user_timeout:
-            tighten, restore = inflight_options(config, HOST_CONSTANTS, HOST_KIND, user_timeout)
-            cached = conn.azguard_inflight_cache = (user_timeout, tighten, restore)
-        if cached[1]:
-            conn.azguard_tighten(cached[1], cached[2])
+        # Only a request that may be replayed once written is watched: for
+        # the others a verdict could only turn a slow answer into a lost one.
+        watched = (
+            body_ok
+            and (idempotent or keyed or mode == "always")
+            and self._azguard_watchable(config)
+        )
+        conn.azguard_begin_request(stream, watched, keyed, body_ok)
+
+    def _azguard_watchable(self, config: GuardConfig) -> bool:
+        # Per pool and config, not per request: hashing a GuardConfig costs.
+        cached = self._azguard_watch_cache
+        if cached is None or cached[0] is not config:
+            watchable = config.ack_timeout is not None and bool(
+                resting_options(config, HOST_CONSTANTS, HOST_KIND)
+            )
+            cached = self._azguard_watch_cache = (config, watchable)
+        return cached[1]
 
 
 def _has_idempotency_key(headers: Any) -> bool:

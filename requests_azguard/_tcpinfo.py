@@ -406,10 +406,22 @@ class FlowState(NamedTuple):
     silent: float  # seconds since the peer's TCP last sent anything
     rtt: float  # seconds
     rttvar: float  # seconds
+    #: Retransmission timeouts in a row for the oldest unacknowledged segment
+    #: (tcpi_retransmits: back to 0 once it is acknowledged).
+    retransmits: int = 0
+    #: Seconds since our TCP last sent data, or tried to (a retransmission,
+    #: or a probe of a queue that cannot leave).
+    sent_ago: float = 0.0
+    #: Bytes written but not yet sent.  With nothing unacknowledged, data
+    #: stuck here is retried by the probe timer, counted in ``probes``: what
+    #: a flow whose packets a local firewall drops (conntrack lost) shows.
+    notsent: int = 0
 
 
-# probes @3, unacked @24, last_ack_recv @56, rtt @68, rttvar @72 (Linux ABI).
-_FLOW = struct.Struct("=3xB20xI28xI8xII")
+# retransmits @2, probes @3, unacked @24, last_data_sent @44,
+# last_ack_recv @56, rtt @68, rttvar @72, notsent_bytes @144 (Linux ABI; the
+# last field since 4.6, read as 0 from an older kernel's shorter struct).
+_FLOW = struct.Struct("=2xBB20xI16xI8xI8xII68xI")
 
 
 def read_flow(raw: Any) -> Optional[FlowState]:
@@ -417,12 +429,22 @@ def read_flow(raw: Any) -> Optional[FlowState]:
     if not IS_LINUX:
         return None
     try:
-        probes, unacked, silent_ms, rtt, rttvar = _FLOW.unpack(
-            raw.getsockopt(socket.IPPROTO_TCP, TCP_INFO_OPT, _FLOW.size)
+        data = raw.getsockopt(socket.IPPROTO_TCP, TCP_INFO_OPT, _FLOW.size)
+        retransmits, probes, unacked, sent_ms, silent_ms, rtt, rttvar, notsent = _FLOW.unpack(
+            data.ljust(_FLOW.size, b"\0")
         )
-    except (OSError, struct.error, AttributeError):
+    except (OSError, struct.error, AttributeError, TypeError):
         return None
-    return FlowState(unacked, probes, silent_ms / 1e3, rtt / 1e6, rttvar / 1e6)
+    return FlowState(
+        unacked,
+        probes,
+        silent_ms / 1e3,
+        rtt / 1e6,
+        rttvar / 1e6,
+        retransmits,
+        sent_ms / 1e3,
+        notsent,
+    )
 
 
 # Kernel timers tick every 1-4 ms (HZ): an ACK younger than the probe by less

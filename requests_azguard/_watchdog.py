@@ -1,19 +1,42 @@
-"""The in-flight watchdog: requests waiting on dead flows, and relaxing idle connections.
+"""The in-flight watchdog: requests waiting on dead flows.
 
-While a replayable request is in flight its socket carries a tight
-``TCP_USER_TIMEOUT`` (see ``_keepalive.inflight_options``): if its bytes stay
-unacknowledged for several RTOs, the kernel gives up and the request is
-replayed.  Two cases the kernel cannot see are watched here, by one daemon
-thread:
+While a replayable request waits for its answer, one daemon thread reads its
+flow's ``TCP_INFO`` and decides (``inflight_action``, pure) whether the flow
+is dead; if it is, the request is aborted and replayed on a fresh connection.
+Nothing about the socket changes on the request path: a tight
+``TCP_USER_TIMEOUT`` would let the kernel drop a flow after three or four
+lost segments in a row, which a few per cent of random loss produces every
+few thousand requests, and only the watchdog can ask the other flows to the
+same peer whether the path is dead or this flow was unlucky.
+
+The evidence must survive ordinary loss, where each transmission goes
+unanswered with probability about 2p at loss p (one direction or the other):
+
+* **Unacknowledged bytes** (past ``ack_timeout``).  The kernel retransmits
+  the oldest segment at each retransmission timeout, doubling the wait
+  (0.2, 0.6, 1.4, 3.0 s at Linux's 200 ms minimum RTO, after the original
+  and a tail-loss probe); bytes that cannot leave at all (a local firewall
+  dropping a flow whose conntrack entry was lost) are retried by the probe
+  timer on the same schedule, and count the same.  A verdict needs the
+  latest try left unanswered for a few RTTs (``answer``) and:
+
+  - ``ALONE_RETRANSMITS`` of them (about 3 s): a flow that died alone (a NAT
+    forgot it) whatever its siblings do; at 5 % loss about 1e-6 per request;
+  - ``UNHEARD_RETRANSMITS`` (about 1.4 s) when no flow to the peer opened
+    before this request went out has heard from it in the last half of the
+    wait: at 5 % loss about 1e-5 per request, before that condition;
+  - ``STUCK_RETRANSMITS`` (about 0.6 s) when, besides, another request to the
+    peer is stuck on unanswered retransmissions too: the common case of a
+    migration under load, where every flow in flight stops at once, and two
+    independent losses at the same moment are rare.
 
 * **Acknowledged, then silence.**  A request whose bytes were acknowledged
-  just before the path died has nothing unacknowledged, so the timeout never
-  fires.  Once such a request has waited ``PROBE_AFTER`` with the peer
-  silent as long, its flow is probed every second (``probe_options``), and it
-  is judged dead after ``VERDICT_PROBES`` consecutive unanswered probes and a
-  few RTTs more: about 3.2 s after the peer last spoke.  One lost probe, or
-  one lost answer, proves nothing (``inflight_action``); a slow server's
-  kernel answers every probe, so it is never judged.
+  just before the path died has nothing unacknowledged.  Once it has waited
+  ``PROBE_AFTER`` with the peer silent as long, its flow is probed every
+  second (``_keepalive.probe_options``), and it is judged dead after
+  ``VERDICT_PROBES`` consecutive unanswered probes and a few RTTs more:
+  about 3.2 s after the peer last spoke.  A slow server's kernel answers
+  every probe, so it is never judged.
 * **Siblings of a verdict.**  When a failure condemns a peer, every
   replayable request then waiting on an older flow to the same peer is
   aborted at once (``abort_inflight``) and replayed through the normal retry
@@ -25,59 +48,60 @@ why (``azguard_abort``), so the blocked reader wakes with an error that the
 connection judges as that verdict.  Only requests that may be replayed are
 registered, and only until their response headers arrive: a POST that may
 not be replayed, or a ``stream=True`` body the caller is reading, is never
-aborted.
+aborted, and its flow never probed.
 
-Relaxing: a connection goes back to the pool still tight and is relaxed
-later, by the next request that must not run tight, or by the janitor once
-idle for ``RELAX_AFTER``: putting the generous options back on every return
-costs setsockopt calls that a busy pool undoes at once (measured at about
-14 µs per request, more than the rest of the guard together).
-
-No lock on the request path: registering, parking and claiming are single
-dict operations, atomic under the GIL, and whoever pops an entry owns it.
-The thread holds its lock while it changes a socket's options or shuts it
-down, so a request that finds its entry taken waits on that lock and then
-sees the result, never a change under it mid-flight.  The thread runs only
-while something is parked or in flight, and ends after a few quiet sweeps.
+No lock on the request path: registering and unregistering are single dict
+operations, atomic under the GIL, and whoever pops an entry owns it.  The
+thread holds its lock while it changes a socket's options or shuts it down,
+so a request that finds its entry taken (or being probed) waits on that lock
+and then sees the result, never a change under it mid-flight.  The thread
+runs only while something is in flight, and ends after a few quiet sweeps.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
-from typing import Any, Callable, Dict, Final, List, Optional, Tuple
+from functools import partial
+from typing import Any, Callable, Dict, Final, List, NamedTuple, Optional, Sequence, Tuple
+
+from ._tcpinfo import FlowState
 
 __all__ = [
     "ABORT",
+    "ALONE_RETRANSMITS",
     "PROBE",
     "PROBE_AFTER",
-    "RELAX_AFTER",
+    "STUCK_RETRANSMITS",
     "SWEEP_EVERY",
+    "UNHEARD_RETRANSMITS",
     "VERDICT_PROBES",
     "WAIT",
+    "Seen",
     "abort_inflight",
     "after_fork_in_child",
-    "claim",
+    "answer_time",
     "inflight",
     "inflight_action",
-    "park",
-    "pending",
-    "relax_all",
-    "relax_due",
     "sweep",
     "unwatch",
     "watch",
 ]
 
-#: Idle seconds after which a parked tight connection is relaxed.
-RELAX_AFTER: Final = 0.5
 #: Seconds a request waits, with its peer silent as long, before its flow is
 #: probed: the kernel's shortest keepalive idle.
 PROBE_AFTER: Final = 1.0
 #: Consecutive unanswered probes for a verdict (each lost with probability
 #: about 2p at packet loss p: at 3 % loss, three in a row is about 2e-4).
 VERDICT_PROBES: Final = 3
-#: How often the thread looks while requests are in flight or parked.
+#: Unanswered retransmission timeouts in a row for a verdict on a flow whose
+#: siblings still hear from the peer, whose siblings do not, and whose
+#: siblings are stuck too (see the module docstring).
+ALONE_RETRANSMITS: Final = 4
+UNHEARD_RETRANSMITS: Final = 3
+STUCK_RETRANSMITS: Final = 2
+#: How often the thread looks while requests are in flight.
 SWEEP_EVERY: Final = 0.1
 
 WAIT: Final = "wait"
@@ -85,62 +109,71 @@ PROBE: Final = "probe"
 ABORT: Final = "abort"
 
 
-def inflight_action(
-    waited: float,
-    unacked: int,
-    probes: int,
-    silent: float,
-    probing: bool,
-    answer_time: float,
-) -> str:
+class Seen(NamedTuple):
+    """A request in flight as one sweep saw it."""
+
+    waited: float  # seconds since the request went out
+    opened_ago: float  # seconds since its flow connected
+    flow: FlowState
+    probing: bool  # the flow already carries the probe options
+
+
+def answer_time(flow: FlowState) -> float:
+    """How long an answer to a probe or retransmission may take: a few RTTs,
+    within bounds."""
+    return min(max(2 * (flow.rtt + 4 * flow.rttvar), 0.05), 0.5)
+
+
+def _attempts(flow: FlowState) -> int:
+    # Unanswered timer-driven tries to get our data to the peer: RTO
+    # retransmissions, or, when nothing could even leave (a local firewall
+    # drops it), the probe timer's retries.
+    if flow.unacked:
+        return flow.retransmits
+    return flow.probes if flow.notsent else 0
+
+
+def _stuck(seen: Seen, attempts: int, answer: float) -> bool:
+    flow = seen.flow
+    return _attempts(flow) >= attempts and flow.sent_ago >= answer
+
+
+def inflight_action(me: Seen, siblings: Sequence[Seen], answer: float, ack_timeout: float) -> str:
     """What to do about a request waiting for its answer (pure).
 
-    :param waited: seconds since the request went out.
-    :param unacked: our segments not acknowledged (the kernel's timeout's case).
-    :param probes: keepalive probes sent since the peer last answered.
-    :param silent: seconds since the peer's TCP last sent anything.
-    :param probing: the flow already carries the probe options.
-    :param answer_time: how long an answer to a probe may take (a few RTTs).
+    :param me: the request, as the sweep saw it.
+    :param siblings: the other requests in flight to the same peer.
+    :param answer: how long an answer may take (``answer_time``).
+    :param ack_timeout: how long its bytes may stay unacknowledged at least.
     """
-    if unacked:
-        return WAIT  # TCP_USER_TIMEOUT decides, from the first unacked byte
-    if not probing:
-        return PROBE if waited >= PROBE_AFTER and silent >= PROBE_AFTER else WAIT
+    flow = me.flow
+    if flow.unacked or flow.notsent:
+        if me.waited < ack_timeout or not _stuck(me, STUCK_RETRANSMITS, answer):
+            return WAIT
+        if _stuck(me, ALONE_RETRANSMITS, answer):
+            return ABORT
+        heard = any(s.opened_ago >= me.waited and s.flow.silent < me.waited / 2 for s in siblings)
+        if heard:
+            return WAIT  # the path works: this flow only lost a few segments
+        if _stuck(me, UNHEARD_RETRANSMITS, answer) or any(_stuck(s, 1, answer) for s in siblings):
+            return ABORT
+        return WAIT
+    if not me.probing:
+        return PROBE if me.waited >= PROBE_AFTER and flow.silent >= PROBE_AFTER else WAIT
     # The n-th probe leaves n - 1 intervals after the first; the last one
     # gets answer_time to be answered before the verdict.
-    deadline = PROBE_AFTER + (VERDICT_PROBES - 1) * 1.0 + answer_time
-    if probes >= VERDICT_PROBES and silent >= deadline:
+    deadline = PROBE_AFTER + (VERDICT_PROBES - 1) * 1.0 + answer
+    if flow.probes >= VERDICT_PROBES and flow.silent >= deadline:
         return ABORT
     return WAIT
 
 
 _lock = threading.Lock()
-_parked: Dict[int, Any] = {}
 #: id(conn) -> (conn, monotonic time its request went out)
 _inflight: Dict[int, Tuple[Any, float]] = {}
 _thread: Optional[threading.Thread] = None
 _fork_hook_registered = False
 _busy = 0
-
-
-def park(conn: Any) -> None:
-    """``conn`` went back to the pool with tight options."""
-    global _busy
-    _parked[id(conn)] = conn
-    _busy = 1
-    if _thread is None:
-        _start()
-
-
-def claim(conn: Any) -> None:
-    """A request took ``conn`` from the pool: the janitor must not touch it now.
-
-    If the janitor popped it first, it is relaxing it under ``_lock``: waiting
-    on the lock means the request then sees it relaxed.
-    """
-    if _parked.pop(id(conn), None) is None:
-        with _lock:
-            pass
 
 
 def watch(conn: Any, now: float) -> None:
@@ -155,11 +188,12 @@ def watch(conn: Any, now: float) -> None:
 def unwatch(conn: Any) -> None:
     """The answer came (or the request failed): stop watching ``conn``.
 
-    If the watchdog took the entry first, it is probing or aborting the
-    connection under ``_lock``: wait for it, so that nothing changes the
-    socket once the request has moved on.
+    If the watchdog took the entry first, or is probing its flow, it acts
+    under ``_lock``: wait for it, so that nothing changes the socket once the
+    request has moved on (``conn.azguard_probing`` then tells whether the
+    probe options must come off).
     """
-    if _inflight.pop(id(conn), None) is None:
+    if _inflight.pop(id(conn), None) is None or conn.azguard_probing:
         with _lock:
             pass
 
@@ -187,66 +221,69 @@ def inflight() -> List[Any]:
     return [entry[0] for entry in list(_inflight.values())]
 
 
-def pending() -> List[Any]:
-    """Tests: the connections parked tight right now."""
-    with _lock:
-        return list(_parked.values())
-
-
-def relax_due(now: float) -> int:
-    """Relax every parked connection idle for ``RELAX_AFTER``; returns how many."""
-    relaxed = 0
-    with _lock:
-        for key, conn in list(_parked.items()):
-            idle_since = conn.azguard_idle_since
-            if idle_since is not None and now - idle_since < RELAX_AFTER:
-                continue
-            if _parked.pop(key, None) is None:
-                continue  # claimed by a request meanwhile: it owns it now
-            conn.azguard_relax()
-            relaxed += 1
-    return relaxed
-
-
-def relax_all() -> int:
-    """Relax every parked connection now (``azguard doctor``, tests)."""
-    return relax_due(float("inf"))
-
-
 def sweep(now: float) -> Dict[str, int]:
     """One look at every watched request (the thread calls it; tests step it).
 
-    Reading ``TCP_INFO`` happens outside the lock; acting re-checks that the
-    entry is still the same request under it.
+    Nothing is read until some request has waited long enough to be judged;
+    then every flow in flight is read, since the young ones are the evidence
+    that the path to their peer still works.  Reading ``TCP_INFO`` happens
+    outside the lock; acting re-checks that the entry is still the same
+    request under it.
     """
     done = {PROBE: 0, ABORT: 0}
-    for key, entry in list(_inflight.items()):
+    entries = list(_inflight.items())
+    if not any(now - since >= _look_after(conn) for _, (conn, since) in entries):
+        return done
+    seen: List[Tuple[int, Tuple[Any, float], Seen]] = []
+    by_peer: Dict[Any, List[Seen]] = {}
+    for key, entry in entries:
         conn, since = entry
-        if now - since < PROBE_AFTER:
-            continue
         flow = conn.azguard_flow()
         if flow is None:
             continue
-        answer = min(max(2 * (flow.rtt + 4 * flow.rttvar), 0.05), 0.5)
+        opened = conn.azguard_opened_at
+        one = Seen(
+            now - since, math.inf if opened is None else now - opened, flow, conn.azguard_probing
+        )
+        seen.append((key, entry, one))
+        if conn.azguard_peer is not None:
+            by_peer.setdefault(conn.azguard_peer, []).append(one)
+    for key, entry, me in seen:
+        conn = entry[0]
+        if me.waited < _look_after(conn):
+            continue
+        peer = conn.azguard_peer
+        siblings = [s for s in by_peer.get(peer, ()) if s is not me] if peer is not None else []
         action = inflight_action(
-            now - since, flow.unacked, flow.probes, flow.silent, conn.azguard_probing, answer
+            me, siblings, answer_time(me.flow), conn.azguard_config.ack_timeout
         )
         if action == WAIT:
             continue
         with _lock:
-            if _inflight.get(key) is not entry:
-                continue
             if action == PROBE:
-                conn.azguard_start_probing()
+                if not conn.azguard_start_probing(partial(_is_watched, key, entry)):
+                    continue  # answered meanwhile
             else:
+                if _inflight.get(key) is not entry:
+                    continue  # answered meanwhile: it owns its connection again
                 del _inflight[key]
                 conn.azguard_abort("blackhole")
         done[action] += 1
     return done
 
 
-# Sweeps with nothing to do before the thread ends.  A busy pool is parked
-# and watched only between and during requests, so an empty sweep is common;
+def _is_watched(key: int, entry: Tuple[Any, float]) -> bool:
+    return _inflight.get(key) is entry
+
+
+def _look_after(conn: Any) -> float:
+    # Watched requests always have an ack_timeout (see _pool).
+    ack_timeout: float = conn.azguard_config.ack_timeout
+    return min(ack_timeout, PROBE_AFTER)
+
+
+# Sweeps with nothing to do before the thread ends.  A busy pool is
+# watched only during requests, so an empty sweep is common;
 # ending at the first one would start a new thread every few sweeps, and
 # Thread.start() blocks the request thread until the new one runs.
 _QUIET_SWEEPS: Final = 50
@@ -277,28 +314,24 @@ def _run() -> None:
     quiet = 0
     while True:
         _sleep(SWEEP_EVERY)
-        now = _clock()
-        relax_due(now)
         if _inflight:
-            sweep(now)
+            sweep(_clock())
         with _lock:
-            quiet = 0 if (_parked or _inflight or _busy) else quiet + 1
+            quiet = 0 if (_inflight or _busy) else quiet + 1
             _busy = 0
             if quiet >= _QUIET_SWEEPS:
                 _thread = None
                 break
-    # A park() or watch() racing the decision to end may have seen this
-    # thread still set and started none: whatever it left gets a new one.
-    if _parked or _inflight:
+    # A watch() racing the decision to end may have seen this thread still
+    # set and started none: whatever it left gets a new one.
+    if _inflight:
         _start()
 
 
 def after_fork_in_child() -> None:
-    """Called by _fork in a child: no thread, a new lock, nothing parked or
-    watched (those connections are the parent's; the child's pools forget
-    them, and the parent's own thread looks after them)."""
+    """Called by _fork in a child: no thread, a new lock, nothing watched
+    (those requests are the parent's)."""
     global _thread, _lock
     _lock = threading.Lock()
     _thread = None
     _inflight.clear()
-    _parked.clear()

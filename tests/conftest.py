@@ -85,7 +85,7 @@ def tls_pair() -> Tuple[ssl.SSLContext, str]:
 def _clean_process_state() -> Iterator[None]:
     """Breakers, condemnations and instrumentation are process-wide by design
     (they outlive Sessions); each test starts from a clean process state."""
-    from requests_azguard import _watchdog, reset_breakers
+    from requests_azguard import reset_breakers
     from requests_azguard._condemn import reset_condemnations
     from requests_azguard._instrument import reset_instrumentation
 
@@ -95,4 +95,3 @@ def _clean_process_state() -> Iterator[None]:
     reset_instrumentation()
     reset_breakers()
     reset_condemnations()
-    _watchdog.relax_all()  # no connection of this test stays parked for the next

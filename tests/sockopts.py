@@ -7,17 +7,11 @@ from typing import Any, Dict, List
 
 from requests.adapters import HTTPAdapter
 
-from requests_azguard import _watchdog
-
 LINUX = hasattr(socket, "TCP_KEEPIDLE") and hasattr(socket, "TCP_USER_TIMEOUT")
 
 
 def pooled_sockets(adapter: HTTPAdapter) -> List[Any]:
-    """Every socket idle in the adapter's pools, direct and behind proxies,
-    with the options they have at rest: the in-flight watchdog leaves a busy
-    connection tight and relaxes it after RELAX_AFTER idle; time is moved on
-    here rather than waited for."""
-    _watchdog.relax_all()
+    """Every socket idle in the adapter's pools, direct and behind proxies."""
     managers = [adapter.poolmanager, *adapter.proxy_manager.values()]
     socks = []
     for manager in managers:

@@ -53,10 +53,6 @@ def read_back(sock):
 
 
 def pooled(adapter):
-    # At-rest options: the guard's watchdog relaxes idle connections after
-    # 0.5 s; do it now instead of waiting (a no-op when nothing is guarded).
-    from requests_azguard import _watchdog
-    _watchdog.relax_all()
     socks = []
     pools = adapter.poolmanager.pools
     for key in list(pools.keys()):

@@ -28,7 +28,7 @@ from urllib3.connectionpool import HTTPConnectionPool
 from urllib3.util.retry import Retry
 
 import requests_azguard as az
-from requests_azguard import _install, _sdk, _watchdog
+from requests_azguard import _install, _sdk
 from requests_azguard._breaker import registry
 from requests_azguard._install import InstallConflictError
 from requests_azguard._retry import AzRetry
@@ -52,7 +52,6 @@ def _uninstalled() -> Iterator[None]:
 
 
 def pooled_socks(manager: Any) -> List[Any]:
-    _watchdog.relax_all()
     socks = []
     for key in list(manager.pools.keys()):
         for conn in list(manager.pools[key].pool.queue):

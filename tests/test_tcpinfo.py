@@ -19,6 +19,7 @@ from requests_azguard._tcpinfo import (
     base_rto,
     grade,
     parse_tcp_info,
+    read_flow,
     read_tcp_info,
     state_name,
 )
@@ -316,3 +317,28 @@ def test_non_tcp_and_closed_sockets_give_none() -> None:
     udp.close()
     assert read_tcp_info(None) is None
     assert read_tcp_info(object()) is None
+
+
+@linux_only
+def test_read_flow_reads_each_field_from_its_offset() -> None:
+    class Fake:
+        def getsockopt(self, level: int, name: int, size: int) -> bytes:
+            return build(FULL_SIZE)[:size]
+
+    flow = read_flow(Fake())
+    assert flow is not None
+    assert (flow.retransmits, flow.probes, flow.unacked) == (3, 4, 13)
+    assert flow.sent_ago == pytest.approx(18e-3)  # last_data_sent
+    assert flow.silent == pytest.approx(21e-3)  # last_ack_recv
+    assert (flow.rtt, flow.rttvar) == (pytest.approx(24e-6), pytest.approx(25e-6))
+    assert flow.notsent == 2003
+
+
+@linux_only
+def test_read_flow_from_an_older_kernels_shorter_struct() -> None:
+    class Fake:
+        def getsockopt(self, level: int, name: int, size: int) -> bytes:
+            return build(BASE_SIZE)
+
+    flow = read_flow(Fake())
+    assert flow is not None and flow.unacked == 13 and flow.notsent == 0

@@ -1,7 +1,9 @@
-"""The in-flight watchdog's options on real sockets, and relaxing idle connections.
+"""The in-flight watchdog: its verdicts as a table, its sweep stepped by a fake
+clock, and its effects on real sockets.
 
-A replayable request runs with a tight TCP_USER_TIMEOUT; the connection goes back to the pool still tight and is relaxed by
-the next non-replayable request or once idle for RELAX_AFTER.
+A replayable request is watched while it waits for its answer; nothing about
+its socket changes unless the watchdog probes its flow, and the probe options
+come off as soon as the answer is in.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional, Sequence
 
 import pytest
 import requests
@@ -27,6 +29,7 @@ CFG = GuardConfig(
     breaker=False, keepalive_idle=25.0, keepalive_interval=7.0, user_timeout=20.0, ack_timeout=0.5
 )
 AT_REST = {"TCP_KEEPIDLE": 25, "TCP_KEEPINTVL": 7, "TCP_USER_TIMEOUT": 20000}
+PROBING = {"TCP_KEEPIDLE": 1, "TCP_KEEPINTVL": 1, "TCP_USER_TIMEOUT": 0}
 
 
 def _options(conn: Any) -> Dict[str, int]:
@@ -48,23 +51,50 @@ def _pooled(session: requests.Session, url: str) -> Any:
     return conns[0]
 
 
-def test_get_leaves_the_connection_tight_and_relax_restores_config(server: HTTPTestServer) -> None:
+class _Held:
+    """A server behaviour that holds each request until the test lets it go,
+    recording the client's options and the watchdog's registry meanwhile."""
+
+    def __init__(self) -> None:
+        self.go = threading.Event()
+        self.arrived = threading.Event()
+
+    def __call__(self, req: Any) -> Action:
+        self.arrived.set()
+        self.go.wait(10)
+        return Action.ok()
+
+
+def _in_background(call: Any) -> Dict[str, Any]:
+    out: Dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            out["result"] = call()
+        except BaseException as exc:  # handed to the test
+            out["error"] = exc
+
+    out["thread"] = threading.Thread(target=run)
+    out["thread"].start()
+    return out
+
+
+def test_requests_in_flight_keep_the_configured_options(server: HTTPTestServer) -> None:
     s = requests_azguard.mount(requests.Session(), CFG)
     s.get(server.url, timeout=5)
     conn = _pooled(s, server.url)
-    tight = _options(conn)
-    # Only TCP_USER_TIMEOUT is tight: with it, the kernel would drop a flow
-    # at the first unanswered keepalive probe, so keepalive stays as set.
-    assert tight["TCP_KEEPIDLE"] == 25 and tight["TCP_KEEPINTVL"] == 7
-    # max(ack_timeout, 3 base RTOs): at least the 600 ms Linux floor on loopback.
-    assert 500 <= tight["TCP_USER_TIMEOUT"] <= 1000
-    assert conn in _watchdog.pending()
-    # Not yet idle long enough: nothing happens.
-    assert _watchdog.relax_due(conn.azguard_idle_since + _watchdog.RELAX_AFTER / 2) == 0
-    assert _options(conn) == tight
-    assert _watchdog.relax_due(conn.azguard_idle_since + _watchdog.RELAX_AFTER) == 1
     assert _options(conn) == AT_REST
-    assert conn not in _watchdog.pending()
+    held = _Held()
+    server.behaviour = held
+    run = _in_background(lambda: s.get(server.url, timeout=5))
+    assert held.arrived.wait(10)
+    assert wait_until(lambda: conn in _watchdog.inflight(), timeout=10.0)
+    assert _options(conn) == AT_REST  # watched, and nothing changed on the socket
+    held.go.set()
+    run["thread"].join(10)
+    assert run["result"].status_code == 200
+    assert conn not in _watchdog.inflight()
+    assert _options(conn) == AT_REST
 
 
 def test_back_to_back_gets_cost_no_option_changes(server: HTTPTestServer) -> None:
@@ -89,95 +119,132 @@ def test_back_to_back_gets_cost_no_option_changes(server: HTTPTestServer) -> Non
     assert server.accepted == 1
 
 
-def test_a_request_that_cannot_be_replayed_runs_relaxed(server: HTTPTestServer) -> None:
-    seen: Dict[str, int] = {}
+def test_probe_options_come_off_when_the_answer_arrives(server: HTTPTestServer) -> None:
     s = requests_azguard.mount(requests.Session(), CFG)
     s.get(server.url, timeout=5)
     conn = _pooled(s, server.url)
-    assert _options(conn)["TCP_USER_TIMEOUT"] < AT_REST["TCP_USER_TIMEOUT"]
+    held = _Held()
+    server.behaviour = held
+    run = _in_background(lambda: s.get(server.url, timeout=5))
+    assert wait_until(lambda: conn in _watchdog.inflight(), timeout=10.0)
+    # What the watchdog's thread does once the flow has been silent a while.
+    assert conn.azguard_start_probing(lambda: conn in _watchdog.inflight())
+    assert conn.azguard_probing and _options(conn) == PROBING
+    held.go.set()
+    run["thread"].join(10)
+    assert run["result"].status_code == 200
+    assert not conn.azguard_probing
+    assert _options(conn) == AT_REST
 
-    # Read the options while the POST is on the wire, from the server's side
-    # of the exchange: the request hook of the test server runs mid-request.
-    original = server.behaviour
 
-    def spy(req: Any) -> Any:
-        seen.update(_options(conn))
-        return original(req)
-
-    server.behaviour = spy
-    s.post(server.url, data=b"not replayable", timeout=5)
-    assert seen == AT_REST
-    assert not conn.azguard_tightened
-    # The next GET tightens it again, on the same connection.
-    server.behaviour = lambda req: (seen.update(_options(conn)), original(req))[1]
+def test_no_probing_once_the_request_has_its_answer(server: HTTPTestServer) -> None:
+    s = requests_azguard.mount(requests.Session(), CFG)
     s.get(server.url, timeout=5)
-    assert seen["TCP_USER_TIMEOUT"] < AT_REST["TCP_USER_TIMEOUT"]
+    conn = _pooled(s, server.url)
+    # The sweep decided to probe, but the request was unwatched meanwhile.
+    assert not conn.azguard_start_probing(lambda: False)
+    assert not conn.azguard_probing and _options(conn) == AT_REST
+
+
+def test_a_request_that_cannot_be_replayed_is_not_watched(server: HTTPTestServer) -> None:
+    s = requests_azguard.mount(requests.Session(), CFG)
+    s.get(server.url, timeout=5)
+    conn = _pooled(s, server.url)
+    held = _Held()
+    server.behaviour = held
+    run = _in_background(lambda: s.post(server.url, data=b"not replayable", timeout=5))
+    assert held.arrived.wait(10)
+    assert conn not in _watchdog.inflight()
+    assert not conn.azguard_watched
+    held.go.set()
+    run["thread"].join(10)
+    assert run["result"].status_code == 200
     assert server.accepted == 1
 
 
-def test_a_claimed_connection_is_not_relaxed_under_a_request(server: HTTPTestServer) -> None:
-    s = requests_azguard.mount(requests.Session(), CFG)
-    s.get(server.url, timeout=5)
-    conn = _pooled(s, server.url)
-    _watchdog.claim(conn)  # as _get_conn does when a request takes it
-    _watchdog.relax_all()
-    assert conn.azguard_tightened
-    assert conn not in _watchdog.pending()
-
-
-def test_the_janitor_thread_relaxes_idle_connections_and_stops(server: HTTPTestServer) -> None:
-    s = requests_azguard.mount(requests.Session(), CFG)
-    s.get(server.url, timeout=5)
-    conn = _pooled(s, server.url)
-    assert conn.azguard_tightened
-    # Real time here: this is the thread's own job.  Bounded, never a threshold.
-    assert wait_until(lambda: not conn.azguard_tightened, timeout=10.0)
-    assert _options(conn) == AT_REST
-    assert wait_until(lambda: _watchdog._thread is None, timeout=30.0)
-
-
-def test_watchdog_off_never_tightens(server: HTTPTestServer) -> None:
+def test_watchdog_off_watches_nothing(server: HTTPTestServer) -> None:
     s = requests_azguard.mount(requests.Session(), CFG.replace(ack_timeout=None))
     s.get(server.url, timeout=5)
     conn = _pooled(s, server.url)
-    assert not conn.azguard_tightened
-    assert _options(conn) == AT_REST
-    assert _watchdog.pending() == [] or conn not in _watchdog.pending()
-
-
-def test_closed_connections_are_dropped_by_the_janitor(server: HTTPTestServer) -> None:
-    s = requests_azguard.mount(requests.Session(), CFG)
     s.get(server.url, timeout=5)
-    conn = _pooled(s, server.url)
-    s.close()
-    assert conn.sock is None
-    _watchdog.relax_due(time.monotonic() + 60)
-    assert conn not in _watchdog.pending()
+    assert not conn.azguard_watched
+    assert _options(conn) == AT_REST
 
 
-# --- requests in flight ----------------------------------------------------------
+# --- verdicts (pure) ---------------------------------------------------------------
 
 ACTION = _watchdog.inflight_action
+ANSWER = 0.05
+
+
+def _seen(
+    waited: float = 1.0,
+    unacked: int = 0,
+    retransmits: int = 0,
+    sent_ago: float = 0.0,
+    silent: float = 0.0,
+    probes: int = 0,
+    probing: bool = False,
+    opened_ago: float = 100.0,
+) -> _watchdog.Seen:
+    flow = FlowState(unacked, probes, silent, 0.001, 0.0, retransmits, sent_ago)
+    return _watchdog.Seen(waited, opened_ago, flow, probing)
+
+
+def _stuck(retransmits: int, waited: float = 1.0) -> _watchdog.Seen:
+    return _seen(waited, unacked=1, retransmits=retransmits, sent_ago=0.2, silent=waited)
+
+
+def _queued(probes: int, waited: float = 1.0) -> _watchdog.Seen:
+    flow = FlowState(0, probes, waited, 0.001, 0.0, 0, 0.2, notsent=120)
+    return _watchdog.Seen(waited, 100.0, flow, False)
+
+
+HEARD = _seen(0.01, silent=0.005)  # a sibling on an old flow that just heard from the peer
+HEARD_ON_A_NEW_FLOW = _seen(0.01, silent=0.005, opened_ago=0.05)
 
 
 @pytest.mark.parametrize(
-    "waited, unacked, probes, silent, probing, expected",
+    "me, siblings, expected",
     [
-        (0.5, 0, 0, 0.5, False, _watchdog.WAIT),  # too early to ask
-        (1.2, 0, 0, 0.1, False, _watchdog.WAIT),  # the peer spoke just now
-        (1.2, 0, 0, 1.2, False, _watchdog.PROBE),  # acked, then silence
-        (5.0, 3, 0, 5.0, False, _watchdog.WAIT),  # unacked: TCP_USER_TIMEOUT's case
-        (2.2, 0, 1, 2.2, True, _watchdog.WAIT),  # one lost probe proves nothing
-        (3.1, 0, 2, 3.1, True, _watchdog.WAIT),  # nor two
-        (3.1, 0, 3, 3.0, True, _watchdog.WAIT),  # the third not yet given its time
-        (3.2, 0, 3, 3.2, True, _watchdog.ABORT),  # three unanswered, and time for it
-        (9.0, 0, 0, 0.3, True, _watchdog.WAIT),  # a slow server answering probes
+        # Unacknowledged bytes.
+        (_stuck(2, waited=0.4), [_stuck(2)], _watchdog.WAIT),  # before ack_timeout
+        (_stuck(1), [_stuck(2)], _watchdog.WAIT),  # one lost retransmission proves nothing
+        (
+            _seen(1.0, unacked=1, retransmits=2, sent_ago=0.01, silent=1.0),
+            [_stuck(2)],
+            _watchdog.WAIT,
+        ),  # its latest retransmission not yet given its time
+        (_stuck(2), [], _watchdog.WAIT),  # alone, two are not enough
+        (_stuck(2), [_stuck(1)], _watchdog.ABORT),  # a sibling stuck too: the path died
+        (_stuck(2), [_stuck(1), HEARD], _watchdog.WAIT),  # another flow hears the peer
+        (_stuck(2), [_seen(0.5, silent=0.9)], _watchdog.WAIT),  # a silent sibling: no proof
+        (_stuck(3), [], _watchdog.ABORT),  # alone, three unanswered
+        (_stuck(3), [_seen(0.5, silent=0.9)], _watchdog.ABORT),  # nobody hears the peer
+        (_stuck(3), [HEARD], _watchdog.WAIT),  # the path works: this flow was unlucky
+        (_stuck(3), [HEARD_ON_A_NEW_FLOW], _watchdog.ABORT),  # only new flows work
+        (_stuck(4), [HEARD], _watchdog.ABORT),  # dead alone, whatever the others do
+        # Bytes that cannot leave (a local firewall drops them): the probe
+        # timer's retries count as retransmissions; without queued bytes,
+        # probes are keepalive's and belong to the silent case below.
+        (_queued(2), [_queued(1)], _watchdog.ABORT),
+        (_queued(2), [_queued(1), HEARD], _watchdog.WAIT),
+        (_seen(0.8, probes=2, sent_ago=0.2, silent=0.8), [_queued(1)], _watchdog.WAIT),
+        # Acknowledged, then silence.
+        (_seen(0.5, silent=0.5), [], _watchdog.WAIT),  # too early to ask
+        (_seen(1.2, silent=0.1), [], _watchdog.WAIT),  # the peer spoke just now
+        (_seen(1.2, silent=1.2), [], _watchdog.PROBE),
+        (_seen(2.2, probes=1, silent=2.2, probing=True), [], _watchdog.WAIT),  # one lost probe
+        (_seen(3.1, probes=2, silent=3.1, probing=True), [], _watchdog.WAIT),  # nor two
+        (_seen(3.1, probes=3, silent=3.0, probing=True), [], _watchdog.WAIT),  # not yet its time
+        (_seen(3.2, probes=3, silent=3.2, probing=True), [], _watchdog.ABORT),
+        (_seen(9.0, silent=0.3, probing=True), [], _watchdog.WAIT),  # a slow server answering
     ],
 )
 def test_inflight_action(
-    waited: float, unacked: int, probes: int, silent: float, probing: bool, expected: str
+    me: _watchdog.Seen, siblings: Sequence[_watchdog.Seen], expected: str
 ) -> None:
-    assert ACTION(waited, unacked, probes, silent, probing, 0.1) == expected
+    assert ACTION(me, siblings, ANSWER, 0.5) == expected
 
 
 def _silent_once() -> Any:
@@ -231,36 +298,68 @@ def test_a_post_in_flight_is_never_registered_so_never_aborted() -> None:
 class _FakeFlowConn:
     """What ``sweep`` reads and calls, for stepping it with a fake clock."""
 
-    def __init__(self, flow: FlowState) -> None:
+    azguard_config = CFG
+
+    def __init__(
+        self, flow: FlowState, peer: Any = ("10.0.0.1", 80), opened_at: float = 0.0
+    ) -> None:
         self.flow = flow
+        self.azguard_peer = peer
+        self.azguard_opened_at = opened_at
         self.azguard_probing = False
         self.aborted: List[str] = []
 
-    def azguard_flow(self) -> FlowState:
+    def azguard_flow(self) -> Optional[FlowState]:
         return self.flow
 
-    def azguard_start_probing(self) -> None:
-        self.azguard_probing = True
+    def azguard_start_probing(self, still_watched: Any) -> bool:
+        self.azguard_probing = bool(still_watched())
+        return self.azguard_probing
 
     def azguard_abort(self, reason: str) -> None:
         self.aborted.append(reason)
 
 
+# Far in the future of the real clock, so that the watchdog's own thread,
+# which watch() may start, never finds these requests old enough to act on.
+T0 = time.monotonic() + 1e6
+
+
 def test_sweep_probes_then_judges_a_silent_flow_stepped_by_its_clock() -> None:
     conn = _FakeFlowConn(FlowState(unacked=0, probes=0, silent=0.0, rtt=0.001, rttvar=0.0))
-    # Far in the future of the real clock, so that the watchdog's own thread,
-    # which watch() may start, never finds this request old enough to act on.
-    t0 = time.monotonic() + 1e6
-    _watchdog.watch(conn, t0)
+    _watchdog.watch(conn, T0)
     try:
-        assert _watchdog.sweep(t0 + 0.5) == {_watchdog.PROBE: 0, _watchdog.ABORT: 0}
+        assert _watchdog.sweep(T0 + 0.5) == {_watchdog.PROBE: 0, _watchdog.ABORT: 0}
         conn.flow = conn.flow._replace(silent=1.1)
-        assert _watchdog.sweep(t0 + 1.1)[_watchdog.PROBE] == 1 and conn.azguard_probing
+        assert _watchdog.sweep(T0 + 1.1)[_watchdog.PROBE] == 1 and conn.azguard_probing
         conn.flow = conn.flow._replace(probes=2, silent=2.5)
-        assert _watchdog.sweep(t0 + 2.5)[_watchdog.ABORT] == 0
+        assert _watchdog.sweep(T0 + 2.5)[_watchdog.ABORT] == 0
         conn.flow = conn.flow._replace(probes=3, silent=3.2)
-        assert _watchdog.sweep(t0 + 3.2)[_watchdog.ABORT] == 1
+        assert _watchdog.sweep(T0 + 3.2)[_watchdog.ABORT] == 1
         assert conn.aborted == ["blackhole"]
         assert conn not in _watchdog.inflight()  # claimed by the verdict
     finally:
         _watchdog.unwatch(conn)
+
+
+def test_sweep_reads_young_siblings_as_evidence_stepped_by_its_clock() -> None:
+    stuck = FlowState(1, 0, 0.9, 0.001, 0.0, 3, 0.2)
+    heard = FlowState(0, 0, 0.001, 0.001, 0.0)
+    old, young, other_peer = (
+        _FakeFlowConn(stuck, opened_at=T0 - 50),
+        _FakeFlowConn(heard, opened_at=T0 - 50),
+        _FakeFlowConn(heard, peer=("10.0.0.2", 80), opened_at=T0 - 50),
+    )
+    _watchdog.watch(old, T0)
+    _watchdog.watch(young, T0 + 0.89)  # far too young to be judged itself
+    _watchdog.watch(other_peer, T0 + 0.89)
+    try:
+        # A flow to the same peer, opened before the stuck request, heard now.
+        assert _watchdog.sweep(T0 + 0.9)[_watchdog.ABORT] == 0
+        _watchdog.unwatch(young)
+        # Evidence about another peer is none about this one.
+        assert _watchdog.sweep(T0 + 0.9)[_watchdog.ABORT] == 1
+        assert old.aborted == ["blackhole"] and other_peer.aborted == []
+    finally:
+        for conn in (old, young, other_peer):
+            _watchdog.unwatch(conn)

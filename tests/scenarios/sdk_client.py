@@ -34,11 +34,6 @@ def options(socks: List[Any]) -> List[Dict[str, int]]:
     # (which imports it) is.
     SEEN["azguard_imported"] = "requests_azguard" in sys.modules
     from sockopts import read_options
-
-    if "requests_azguard" in sys.modules:
-        from requests_azguard import _watchdog
-
-        _watchdog.relax_all()  # what the sockets carry at rest
     return [read_options(s) for s in socks]
 
 
