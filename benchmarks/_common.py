@@ -41,7 +41,7 @@ _SERVER_CHILD = """
 import json, os, sys
 if len(sys.argv) > 3:  # before any thread starts: threads inherit the mask
     os.sched_setaffinity(0, {int(sys.argv[3])})
-from requests_azguard._drill import DrillServer
+from requests_azguard.tools.drill_server import DrillServer
 count, delay = int(sys.argv[1]), float(sys.argv[2])
 servers = [DrillServer(delay=delay) for _ in range(count)]
 print(json.dumps([s.port for s in servers]), flush=True)

@@ -46,7 +46,7 @@ DELAY = 0.020
 
 _SERVER_CHILD = """
 import json, sys
-from requests_azguard._drill import DrillServer
+from requests_azguard.tools.drill_server import DrillServer
 server = DrillServer(delay=float(sys.argv[1]))
 print(json.dumps(server.port), flush=True)
 sys.stdin.read()  # serve until the parent closes our stdin

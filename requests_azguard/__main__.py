@@ -1,4 +1,4 @@
-from ._cli import console_main
+from .tools.cli import console_main
 
 if __name__ == "__main__":
     console_main()

@@ -10,15 +10,15 @@ from typing import Any, Dict, Optional
 
 from conftest import need
 
-from requests_azguard import _netns
+from requests_azguard.tools import netns
 
 SCENARIO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "scenarios", "chaos_load.py")
 
 
 def need_chaos() -> None:
     need(
-        _netns.unavailable_reason() is None,
-        f"chaos harness unavailable: {_netns.unavailable_reason()}",
+        netns.unavailable_reason() is None,
+        f"chaos harness unavailable: {netns.unavailable_reason()}",
     )
 
 

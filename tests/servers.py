@@ -12,10 +12,12 @@ import dataclasses
 import select
 import socket
 import ssl
-import struct
 import threading
 import time
 from typing import Callable, Dict, List, Optional, Tuple
+
+# The drill's fault proxy resets flows the same way: one helper for both.
+from requests_azguard.tools.fault_proxy import rst_close
 
 __all__ = [
     "Action",
@@ -24,15 +26,6 @@ __all__ = [
     "Request",
     "rst_close",
 ]
-
-
-def rst_close(sock: socket.socket) -> None:
-    """Close ``sock`` with a TCP RST instead of a FIN."""
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    except OSError:
-        pass
-    sock.close()
 
 
 @dataclasses.dataclass

@@ -14,9 +14,10 @@ from typing import Any, Dict, Iterator, List, Tuple
 import pytest
 from servers import HTTPTestServer
 
-from requests_azguard import GuardConfig, _doctor, _watchdog
+from requests_azguard import GuardConfig, _watchdog
 from requests_azguard._config import ENV_VARS
-from requests_azguard._doctor import advise, read_sysctls, retries2_seconds
+from requests_azguard.tools import doctor
+from requests_azguard.tools.doctor import advise, read_sysctls, retries2_seconds
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux sockopts")
 
@@ -30,7 +31,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> Tuple[int, str, str]:
-    code = _doctor.main(list(argv))
+    code = doctor.main(list(argv))
     out, err = capsys.readouterr()
     return code, out, err
 

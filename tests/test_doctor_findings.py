@@ -11,8 +11,8 @@ from typing import Any, Iterator, Tuple
 import pytest
 from servers import Action, HTTPTestServer
 
-from requests_azguard import _cli, _doctor
 from requests_azguard._config import ENV_VARS
+from requests_azguard.tools import cli, doctor
 
 
 @pytest.fixture(autouse=True)
@@ -23,7 +23,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> Tuple[int, str, str]:
-    code = _doctor.main(list(argv))
+    code = doctor.main(list(argv))
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -105,14 +105,14 @@ def test_server_without_keep_alive_is_a_finding(capsys: pytest.CaptureFixture[st
 
 
 def test_rounded_leaves_other_values_alone() -> None:
-    assert _doctor.rounded({"a": [0.20001300000000002, 3, None, "x"]}) == {
+    assert doctor.rounded({"a": [0.20001300000000002, 3, None, "x"]}) == {
         "a": [0.200013, 3, None, "x"]
     }
 
 
 def test_azguard_help_lists_version(capsys: pytest.CaptureFixture[str]) -> None:
-    assert _cli.main(["--help"]) == 0
+    assert cli.main(["--help"]) == 0
     out = capsys.readouterr().out
     assert "--version" in out and "--help" in out
-    assert _cli.main(["--version"]) == 0
+    assert cli.main(["--version"]) == 0
     assert capsys.readouterr().out.startswith("azguard ")

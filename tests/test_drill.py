@@ -15,15 +15,11 @@ import requests
 from conftest import need, need_root, need_tool
 from servers import wait_until
 
-from requests_azguard import GuardConfig, _drill, _netns
-from requests_azguard._drill import (
-    DrillOptions,
-    DrillResult,
-    DrillServer,
-    SideResult,
-    error_label,
-    format_report,
-)
+from requests_azguard import GuardConfig
+from requests_azguard.tools import drill, netns
+from requests_azguard.tools.drill import error_label, format_report
+from requests_azguard.tools.drill_result import SIDE_FIELDS, DrillOptions, DrillResult, SideResult
+from requests_azguard.tools.drill_server import DrillServer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SUMMARY_KEYS = {
@@ -47,7 +43,7 @@ def _drill_process(*args: str) -> Dict[str, Any]:
 
 
 def _drill_json(capsys: pytest.CaptureFixture[str], *args: str) -> Tuple[Dict[str, Any], str]:
-    code = _drill.main([*args, "--json"])
+    code = drill.main([*args, "--json"])
     out, err = capsys.readouterr()
     assert code == 0, err
     return json.loads(out), err
@@ -109,14 +105,14 @@ def test_blackhole_without_privileges_explains_itself_and_exits_2(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(
-        _netns, "unavailable_reason", lambda: "needs root (a private network namespace)"
+        netns, "unavailable_reason", lambda: "needs root (a private network namespace)"
     )
 
     def must_not_run() -> None:
         raise AssertionError("entered a namespace without the privileges")
 
-    monkeypatch.setattr(_netns, "enter_private_netns", must_not_run)
-    assert _drill.main(["--fault", "blackhole", "--duration", "1"]) == 2
+    monkeypatch.setattr(netns, "enter_private_netns", must_not_run)
+    assert drill.main(["--fault", "blackhole", "--duration", "1"]) == 2
     out, err = capsys.readouterr()
     assert out == ""
     assert len(err.strip().splitlines()) == 1
@@ -153,7 +149,7 @@ def _png_size(path: str) -> Tuple[int, int]:
 def test_plot_writes_a_png_timeline(capsys: pytest.CaptureFixture[str], tmp_path: Any) -> None:
     pytest.importorskip("matplotlib")
     png = str(tmp_path / "timeline.png")
-    code = _drill.main(
+    code = drill.main(
         ["--fault", "fin", "--duration", "2", "--threads", "1", "--quiet", "--plot", png]
     )
     capsys.readouterr()
@@ -166,9 +162,9 @@ def test_plot_without_matplotlib_is_a_clear_error_before_the_run(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Any
 ) -> None:
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import raises ImportError
-    monkeypatch.setattr(_drill, "run_drill", _must_not_run)
+    monkeypatch.setattr(drill, "run_drill", _must_not_run)
     png = str(tmp_path / "t.png")
-    assert _drill.main(["--fault", "reset", "--plot", png]) == 2
+    assert drill.main(["--fault", "reset", "--plot", png]) == 2
     out, err = capsys.readouterr()
     assert out == ""
     assert "matplotlib" in err and "requests-azguard[plot]" in err
@@ -196,8 +192,8 @@ def test_bad_options_are_named_and_exit_2(
     argv: List[str],
     named: str,
 ) -> None:
-    monkeypatch.setattr(_drill, "run_drill", _must_not_run)
-    assert _drill.main(argv) == 2
+    monkeypatch.setattr(drill, "run_drill", _must_not_run)
+    assert drill.main(argv) == 2
     _, err = capsys.readouterr()
     assert named in err
 
@@ -205,9 +201,9 @@ def test_bad_options_are_named_and_exit_2(
 def test_bad_guard_environment_is_named_and_exits_2(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_drill, "run_drill", _must_not_run)
+    monkeypatch.setattr(drill, "run_drill", _must_not_run)
     monkeypatch.setenv("AZGUARD_RETRIES", "lots")
-    assert _drill.main(["--fault", "reset"]) == 2
+    assert drill.main(["--fault", "reset"]) == 2
     _, err = capsys.readouterr()
     assert "AZGUARD_RETRIES" in err and "'lots'" in err
 
@@ -322,7 +318,7 @@ def test_every_json_field_of_a_side_is_documented() -> None:
         blackholes_detected=0,
     )
     summary = side.summary(0.05)
-    assert set(summary) == set(_drill.SIDE_FIELDS)
+    assert set(summary) == set(SIDE_FIELDS)
     # Successes and failures have percentiles of their own.
     assert (summary["p50_ok_s"], summary["p50_failed_s"]) == (0.001, 2.0)
     assert summary["dead_flow_failures"] == 1

@@ -11,12 +11,12 @@ from typing import Dict, List
 
 import pytest
 
-from requests_azguard import _env_cmd
 from requests_azguard._config import ENV_VARS
+from requests_azguard.tools import env as env_cmd
 
 
 def run_main(capsys: pytest.CaptureFixture[str], environ: Dict[str, str], *argv: str) -> tuple:
-    code = _env_cmd.main(list(argv), environ=environ)
+    code = env_cmd.main(list(argv), environ=environ)
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -137,7 +137,7 @@ def test_a_reader_that_leaves_early_gets_no_traceback() -> None:
     os.close(read_end)  # every write of the child now fails with EPIPE
     try:
         proc = subprocess.run(
-            [sys.executable, "-c", "from requests_azguard._cli import console_main; console_main()",
+            [sys.executable, "-c", "from requests_azguard.tools.cli import console_main; console_main()",
              "env", "--json"],
             stdout=write_end,
             stderr=subprocess.PIPE,

@@ -15,8 +15,10 @@ from servers import HTTPTestServer
 from test_autostart import GUARDED, clean_env, run, run_legacy
 
 import requests_azguard as az
-from requests_azguard import _env_cmd, _env_doc, _run
 from requests_azguard._config import _SPEC, ENV_VARS, unknown_env_vars
+from requests_azguard.tools import env as env_cmd
+from requests_azguard.tools import env_doc
+from requests_azguard.tools import run as run_cmd
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -68,11 +70,11 @@ def test_the_warning_can_be_filtered() -> None:
 
 
 def test_env_lists_unknown_names(capsys: pytest.CaptureFixture[str]) -> None:
-    code = _env_cmd.main([], environ={"AZGUARD_RETRYS": "0"})
+    code = env_cmd.main([], environ={"AZGUARD_RETRYS": "0"})
     out, err = capsys.readouterr()
     assert code == 0, err
     assert "unknown variables (ignored):\n  AZGUARD_RETRYS: did you mean AZGUARD_RETRIES?" in out
-    code = _env_cmd.main(["--json"], environ={"AZGUARD_RETRYS": "0"})
+    code = env_cmd.main(["--json"], environ={"AZGUARD_RETRYS": "0"})
     data = json.loads(capsys.readouterr().out)
     assert data["AZGUARD_RETRYS"]["source"] == "unknown"
     assert data["AZGUARD_RETRYS"]["did_you_mean"] == "AZGUARD_RETRIES"
@@ -82,7 +84,7 @@ def test_env_lists_unknown_names(capsys: pytest.CaptureFixture[str]) -> None:
 def test_run_refuses_unknown_names_with_exit_2(tmp_path: Path) -> None:
     env = clean_env(AZGUARD_ACKTIMEOUT="2s")
     proc = run([str(BIN / "azguard"), "run", "--", sys.executable, "-c", "print(1)"], env)
-    assert proc.returncode == _run.EXIT_CONFIG == 2
+    assert proc.returncode == run_cmd.EXIT_CONFIG == 2
     assert proc.stdout == ""
     assert proc.stderr == (
         "azguard run: AZGUARD_ACKTIMEOUT is not a known variable and is ignored; "
@@ -121,19 +123,19 @@ def test_env_help_is_generated_from_the_spec() -> None:
     for var in _SPEC:
         assert var.variable in proc.stdout
         assert var.accepted in proc.stdout
-        assert _env_doc.MEANINGS[var.variable] in proc.stdout
+        assert env_doc.MEANINGS[var.variable] in proc.stdout
 
 
 def test_every_variable_has_a_meaning() -> None:
-    assert set(_env_doc.MEANINGS) == set(ENV_VARS)
+    assert set(env_doc.MEANINGS) == set(ENV_VARS)
 
 
 @pytest.mark.parametrize("page", ["README.md", "docs/configuration.md"])
 def test_configuration_tables_are_generated(page: str) -> None:
     path = REPO / page
     text = path.read_text()
-    assert _env_doc.rewrite(text) == text, (
-        f"{page} drifted from the config spec: python -m requests_azguard._env_doc {page}"
+    assert env_doc.rewrite(text) == text, (
+        f"{page} drifted from the config spec: python -m requests_azguard.tools.env_doc {page}"
     )
     for var in ENV_VARS:
         assert f"| `{var}` |" in text

@@ -11,7 +11,7 @@ from typing import Iterator, Tuple
 import pytest
 from servers import HTTPTestServer
 
-from requests_azguard._fault_proxy import FaultProxy
+from requests_azguard.tools.fault_proxy import FaultProxy
 
 REQUEST = b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n"
 

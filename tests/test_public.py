@@ -40,7 +40,9 @@ def test_every_name_a_user_meets_is_exported() -> None:
 
 def test_dir_shows_no_future_annotations() -> None:
     assert "annotations" not in dir(az)
-    public = {n for n in dir(az) if not n.startswith("_")}
+    # The diagnostic commands' subpackage shows up once something imports it
+    # (the azguard command, a test); it holds no API.
+    public = {n for n in dir(az) if not n.startswith("_")} - {"tools"}
     assert public == set(az.__all__), public ^ set(az.__all__)
 
 
@@ -49,7 +51,7 @@ def test_error_messages_only_name_exported_objects() -> None:
     import re
 
     missing = set()
-    for path in (ROOT / "requests_azguard").glob("*.py"):
+    for path in (ROOT / "requests_azguard").rglob("*.py"):
         if path.name == "_policy.py":
             continue  # the policy API is being reworked on its own branch
         for match in re.finditer(r"requests_azguard\.([A-Z][A-Za-z]+)\b", path.read_text()):

@@ -11,9 +11,10 @@ from typing import Dict, List
 
 import pytest
 
-from requests_azguard import _cli, _run
 from requests_azguard._config import describe_env
 from requests_azguard._errors import ConfigError
+from requests_azguard.tools import cli
+from requests_azguard.tools import run as run_cmd
 
 BOUND = 60
 
@@ -122,21 +123,21 @@ def test_command_not_found_and_not_executable(tmp_path: Path) -> None:
 
 
 def test_missing_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
-    assert _run.main([]) == 2
-    assert _run.main(["--"]) == 2
+    assert run_cmd.main([]) == 2
+    assert run_cmd.main(["--"]) == 2
     assert "missing the command" in capsys.readouterr().err
-    assert _cli.main(["run"]) == 2
+    assert cli.main(["run"]) == 2
 
 
 def test_help(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
-        _run.main(["-h"])
+        run_cmd.main(["-h"])
     assert info.value.code == 0
     assert "azguard run" in capsys.readouterr().out
 
 
 def test_child_environ_validates_and_sets_auto() -> None:
-    env = _run.child_environ({"PATH": "/bin", "AZGUARD_AUTO": "maybe", "AZGUARD_RETRIES": "2"})
+    env = run_cmd.child_environ({"PATH": "/bin", "AZGUARD_AUTO": "maybe", "AZGUARD_RETRIES": "2"})
     assert env == {"PATH": "/bin", "AZGUARD_AUTO": "1", "AZGUARD_RETRIES": "2"}
     with pytest.raises(ConfigError, match="AZGUARD_RETRIES"):
-        _run.child_environ({"AZGUARD_RETRIES": "many"})
+        run_cmd.child_environ({"AZGUARD_RETRIES": "many"})

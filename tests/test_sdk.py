@@ -420,13 +420,13 @@ def test_azure_core_pipeline_client_under_autostart_is_guarded() -> None:
 
 
 def test_env_command_says_which_libraries_are_reached(capsys: pytest.CaptureFixture[str]) -> None:
-    from requests_azguard import _env_cmd
+    from requests_azguard.tools import env as env_cmd
 
-    assert _env_cmd.main([], {"AZGUARD_AUTO": "1"}) == 0
+    assert env_cmd.main([], {"AZGUARD_AUTO": "1"}) == 0
     out = capsys.readouterr().out
     assert "libraries reached by install() / AZGUARD_AUTO=1:" in out
     assert f"requests    {requests.__version__}: requests.sessions.HTTPAdapter" in out
-    assert _env_cmd.main(["--json"], {"AZGUARD_AUTO": "requests"}) == 0
+    assert env_cmd.main(["--json"], {"AZGUARD_AUTO": "requests"}) == 0
     reach = json.loads(capsys.readouterr().out)["AZGUARD_AUTO"]["reaches"]
     assert reach["requests"].endswith("requests.sessions.HTTPAdapter")
     for library in ("botocore", "kubernetes", "azure-core"):
@@ -443,8 +443,8 @@ def test_auto_accepts_requests_and_says_what_it_accepts() -> None:
 
 
 def test_run_keeps_a_requests_only_scope() -> None:
-    from requests_azguard import _run
+    from requests_azguard.tools import run as run_cmd
 
-    assert _run.child_environ({"AZGUARD_AUTO": "requests"})["AZGUARD_AUTO"] == "requests"
-    assert _run.child_environ({"AZGUARD_AUTO": "0"})["AZGUARD_AUTO"] == "1"
-    assert _run.child_environ({})["AZGUARD_AUTO"] == "1"
+    assert run_cmd.child_environ({"AZGUARD_AUTO": "requests"})["AZGUARD_AUTO"] == "requests"
+    assert run_cmd.child_environ({"AZGUARD_AUTO": "0"})["AZGUARD_AUTO"] == "1"
+    assert run_cmd.child_environ({})["AZGUARD_AUTO"] == "1"

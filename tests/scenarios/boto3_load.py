@@ -24,10 +24,10 @@ from typing import Any, Dict, List
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from requests_azguard import _netns  # noqa: E402
+from requests_azguard.tools import netns  # noqa: E402
 
 # Must run before any thread exists (the namespace switch is per thread).
-_netns.enter_private_netns()
+netns.enter_private_netns()
 
 import boto3  # noqa: E402
 from botocore.config import Config  # noqa: E402
@@ -117,7 +117,7 @@ def main(params: Dict[str, Any]) -> Dict[str, Any]:
             t.start()
         time.sleep(max(0.0, fault_at - time.monotonic()))
         fault["t"] = time.monotonic() - t0
-        fault["flows"] = _netns.blackhole_port(port)
+        fault["flows"] = netns.blackhole_port(port)
         for t in workers:
             t.join()
         manager = s3._endpoint.http_session._manager

@@ -35,10 +35,10 @@ from typing import Any, Dict, List
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from requests_azguard import _netns  # noqa: E402
+from requests_azguard.tools import netns  # noqa: E402
 
 # Must run before any thread exists (the namespace switch is per thread).
-_netns.enter_private_netns()
+netns.enter_private_netns()
 
 import requests  # noqa: E402
 from servers import Action, HTTPTestServer  # noqa: E402
@@ -176,7 +176,7 @@ def main(params: Dict[str, Any]) -> Dict[str, Any]:
             t.start()
         time.sleep(max(0.0, fault_at - time.monotonic()))
         fault_time["t"] = time.monotonic() - t0
-        fault_time["flows"] = _netns.blackhole_port(server.port)
+        fault_time["flows"] = netns.blackhole_port(server.port)
         for t in threads:
             t.join()
     elif scenario == "idle":
@@ -188,7 +188,7 @@ def main(params: Dict[str, Any]) -> Dict[str, Any]:
         for t in threads:
             t.join()
         fault_time["t"] = time.monotonic() - t0
-        fault_time["flows"] = _netns.blackhole_port(server.port)
+        fault_time["flows"] = netns.blackhole_port(server.port)
         time.sleep(float(params.get("idle_wait", 4.0)))
         resume = time.monotonic() - t0
         fault_time["resume"] = resume
@@ -201,13 +201,13 @@ def main(params: Dict[str, Any]) -> Dict[str, Any]:
             raise SystemExit("the server never reached the stall")
         time.sleep(0.1)  # let the first half reach the client
         fault_time["t"] = time.monotonic() - t0
-        fault_time["flows"] = _netns.blackhole_port(server.port)
+        fault_time["flows"] = netns.blackhole_port(server.port)
         worker_thread.join()
     elif scenario == "post":
         # Warm a pooled connection, black-hole it, then POST into it.
         session.post(url, data=b"warm", timeout=timeout)
         fault_time["t"] = time.monotonic() - t0
-        fault_time["flows"] = _netns.blackhole_port(server.port)
+        fault_time["flows"] = netns.blackhole_port(server.port)
         start = time.monotonic()
         try:
             session.post(url, data=b"payload", headers={"X-Request-Id": "p1"}, timeout=timeout)
@@ -228,7 +228,7 @@ def main(params: Dict[str, Any]) -> Dict[str, Any]:
     elif scenario == "deadhost":
         from requests_azguard import CircuitOpenError
 
-        _netns.drop_port(server.port)
+        netns.drop_port(server.port)
         outcomes: Dict[str, int] = {}
         for _ in range(int(params.get("tripping", 4))):
             try:
@@ -261,7 +261,7 @@ def main(params: Dict[str, Any]) -> Dict[str, Any]:
         for _ in range(int(params.get("requests", 2))):
             one()
     elif scenario in ("loss", "lossy_slow", "lossy_stream"):
-        _netns.add_random_loss(server.port, int(params.get("loss_percent", 3)))
+        netns.add_random_loss(server.port, int(params.get("loss_percent", 3)))
         n_threads = int(params.get("threads", 1))
         per_thread = int(params.get("requests", 50)) // n_threads
         chunk_pause = float(params.get("chunk_pause", 0.002))
@@ -290,9 +290,9 @@ def main(params: Dict[str, Any]) -> Dict[str, Any]:
             t.start()
         for t in threads:
             t.join()
-        fault_time["dropped_packets"] = sum(_netns.loss_counters())
+        fault_time["dropped_packets"] = sum(netns.loss_counters())
         fault_time["server_hits"] = len(server.requests)
-        _netns.clear_random_loss()
+        netns.clear_random_loss()
     elif scenario == "post_sibling":
         # Two pooled connections: one for the POST, one for the GET.
         warm = [threading.Thread(target=one) for _ in range(2)]
@@ -316,7 +316,7 @@ def main(params: Dict[str, Any]) -> Dict[str, Any]:
         if not posted.wait(10):
             raise SystemExit("the POST never reached the server")
         fault_time["t"] = time.monotonic() - t0
-        fault_time["flows"] = _netns.blackhole_port(server.port)
+        fault_time["flows"] = netns.blackhole_port(server.port)
         one()  # a GET on the other pooled flow: its verdict condemns the peer
         poster.join()
         fault_time.update(outcome)
@@ -326,11 +326,11 @@ def main(params: Dict[str, Any]) -> Dict[str, Any]:
     elif scenario == "lone":
         if params.get("loss_percent"):
             faulted.set()  # no black hole: only the loss
-            _netns.add_random_loss(server.port, int(params["loss_percent"]))
+            netns.add_random_loss(server.port, int(params["loss_percent"]))
             for _ in range(int(params.get("requests", 8))):
                 one()
-            fault_time["dropped_packets"] = sum(_netns.loss_counters())
-            _netns.clear_random_loss()
+            fault_time["dropped_packets"] = sum(netns.loss_counters())
+            netns.clear_random_loss()
         else:
             one()  # a pooled connection, idle
             worker_thread = threading.Thread(target=one)
@@ -342,7 +342,7 @@ def main(params: Dict[str, Any]) -> Dict[str, Any]:
             # unacknowledged, the case the probes are for.
             time.sleep(0.3)
             fault_time["t"] = time.monotonic() - t0
-            fault_time["flows"] = _netns.blackhole_port(server.port)
+            fault_time["flows"] = netns.blackhole_port(server.port)
             faulted.set()
             worker_thread.join()
             fault_time["server_hits"] = len(server.requests)

@@ -15,9 +15,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from requests_azguard import _netns
+from requests_azguard.tools import netns
 
-_netns.enter_private_netns()
+netns.enter_private_netns()
 
 import requests  # noqa: E402
 

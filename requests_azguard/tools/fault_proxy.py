@@ -20,7 +20,7 @@ import struct
 import threading
 from typing import Dict, List, Optional, Tuple
 
-__all__ = ["FaultProxy"]
+__all__ = ["FaultProxy", "rst_close"]
 
 _CHUNK = 65536
 # Bytes buffered for a slow reader before the proxy stops reading its writer.
@@ -206,7 +206,7 @@ class FaultProxy:
             try:
                 upstream = socket.create_connection(self.target, timeout=5.0)
             except OSError:
-                _abort(client)
+                rst_close(client)
                 continue
             for s in (client, upstream):
                 s.setblocking(False)
@@ -279,13 +279,13 @@ class FaultProxy:
                 self._sel.unregister(side.sock)
                 side.mask = 0
         if how == "reset":
-            _abort(flow.client.sock)
+            rst_close(flow.client.sock)
         else:
             _fin(flow.client.sock)
         _fin(flow.upstream.sock)
 
 
-def _abort(sock: socket.socket) -> None:
+def rst_close(sock: socket.socket) -> None:
     """Close with RST: ``SO_LINGER`` on with a zero timeout discards the send queue."""
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))

@@ -7,7 +7,7 @@ requests, failures by error, retries, evictions, p50 / p99 / worst stall.
 
 Faults:
 
-* ``blackhole``: the conntrack migration (see ``_netns``): the whole process
+* ``blackhole``: the conntrack migration (see ``netns``): the whole process
   moves into a private network namespace first, so it needs root and the
   kernel tools.
 * ``reset`` / ``fin``: unprivileged; a local proxy between client and server
@@ -20,333 +20,40 @@ The guarded side is configured from ``AZGUARD_*`` exactly as in production, so
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import errno as errno_mod
 import json
-import socket
 import ssl
 import sys
 import threading
 import time
-from typing import Any, Dict, Final, List, Optional, Sequence, TextIO, Tuple
+from typing import Any, Dict, List, Optional, Sequence, TextIO, Tuple
 
 import requests
 from requests.adapters import HTTPAdapter
 
-from . import _netns
-from ._config import GuardConfig, parse_duration
-from ._errors import ConfigError
-from ._failure import failure_of
-from ._instrument import NoopInstrumentation, add_instrumentation, remove_instrumentation
-from ._policy import FLOW, Policy, root_cause
+from .._config import GuardConfig, parse_duration
+from .._errors import ConfigError
+from .._failure import failure_of
+from .._instrument import NoopInstrumentation, add_instrumentation, remove_instrumentation
+from .._policy import FLOW, root_cause
+from . import netns
+from .drill_result import (
+    DEAD_FLOW,
+    SIDE_FIELDS,
+    STUCK,
+    DrillOptions,
+    DrillResult,
+    Record,
+    SideResult,
+)
+from .drill_server import SIDE_HEADER, DrillServer
 
-__all__ = [
-    "DrillOptions",
-    "DrillResult",
-    "DrillServer",
-    "SideResult",
-    "error_label",
-    "main",
-    "run_drill",
-]
+__all__ = ["error_label", "format_report", "main", "run_drill"]
 
 EXIT_UNAVAILABLE = 2
 FAULTS = ("blackhole", "reset", "fin")
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 SIDES = ("plain", "guarded")
-_SIDE_HEADER = "X-Drill-Side"
-_STUCK = "still waiting at the end of the drill"
-
-# One request's outcome: (start, seconds from drill start; latency, seconds; error label or None).
-Record = Tuple[float, float, Optional[str]]
-
-#: Appended to the label of a failure the guard judged to be a dead flow.
-DEAD_FLOW = " (dead flow)"
-
-
-# ---------------------------------------------------------------------------
-# The embedded server
-
-
-class DrillServer:
-    """A small keep-alive HTTP/1.1 server on loopback, one thread per connection.
-
-    Each answer's body is the request target, so a client can tell a response
-    that belongs to another request (a desynchronised connection).  The
-    ``X-Drill-Side`` header of the first request on a connection attributes
-    it to a side, which is how the drill counts connections per side.
-
-    :param delay: seconds the server "works" before answering each request.
-    """
-
-    def __init__(self, delay: float = 0.0, host: str = "127.0.0.1") -> None:
-        self.delay = delay
-        self.host = host
-        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._listener.bind((host, 0))
-        self._listener.listen(256)
-        # accept() wakes up now and then to notice close().
-        self._listener.settimeout(0.25)
-        self.port: int = self._listener.getsockname()[1]
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._conns: List[socket.socket] = []
-        self.accepted = 0
-        self.served = 0
-        self.connections_by_side: Dict[str, int] = {}
-        self._thread = threading.Thread(target=self._accept_loop, name="azguard-drill-server")
-        self._thread.daemon = True
-        self._thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(2.0)
-        self._listener.close()
-        with self._lock:
-            conns, self._conns = self._conns, []
-        for conn in conns:
-            # shutdown() wakes the thread blocked in recv() on this socket.
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            conn.close()
-
-    def __enter__(self) -> DrillServer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _accept_loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._listener.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            conn.settimeout(None)
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            with self._lock:
-                if self._stop.is_set():
-                    conn.close()
-                    return
-                self._conns.append(conn)
-                self.accepted += 1
-            t = threading.Thread(target=self._serve, args=(conn,), daemon=True)
-            t.start()
-
-    def _serve(self, conn: socket.socket) -> None:
-        buf = b""
-        first = True
-        try:
-            while not self._stop.is_set():
-                while b"\r\n\r\n" not in buf:
-                    data = conn.recv(65536)
-                    if not data:
-                        return
-                    buf += data
-                head, buf = buf.split(b"\r\n\r\n", 1)
-                lines = head.split(b"\r\n")
-                method, target, _ = lines[0].split(b" ", 2)
-                length = 0
-                side = ""
-                for line in lines[1:]:
-                    name, _, value = line.partition(b":")
-                    name = name.strip().lower()
-                    if name == b"content-length":
-                        length = int(value.strip())
-                    elif name == b"x-drill-side":
-                        side = value.strip().decode("latin-1")
-                while len(buf) < length:
-                    data = conn.recv(65536)
-                    if not data:
-                        return
-                    buf += data
-                buf = buf[length:]
-                if first:
-                    first = False
-                    with self._lock:
-                        self.connections_by_side[side] = self.connections_by_side.get(side, 0) + 1
-                if self.delay:
-                    time.sleep(self.delay)
-                body = b"" if method == b"HEAD" else target
-                conn.sendall(
-                    b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: "
-                    + str(len(target)).encode()
-                    + b"\r\n\r\n"
-                    + body
-                )
-                with self._lock:
-                    self.served += 1
-        except (OSError, ValueError):
-            pass
-        finally:
-            with self._lock:
-                if conn in self._conns:
-                    self._conns.remove(conn)
-            conn.close()
-
-
-# ---------------------------------------------------------------------------
-# Options and results
-
-
-@dataclasses.dataclass(frozen=True)
-class DrillOptions:
-    fault: str = "reset"
-    threads: int = 4
-    duration: float = 10.0
-    fault_at: Optional[float] = None  # None: a third of the way in
-    method: str = "GET"
-    timeout: Optional[Tuple[float, float]] = (2.0, 5.0)
-    server_delay: float = 0.005
-
-    @property
-    def fault_time(self) -> float:
-        return self.duration / 3.0 if self.fault_at is None else self.fault_at
-
-
-@dataclasses.dataclass
-class SideResult:
-    records: List[Record]
-    connections: int
-    urllib3_retries: int
-    retries_by_reason: Optional[Dict[str, int]]  # None: the side reports no guard events
-    evictions_by_reason: Optional[Dict[str, int]]
-    blackholes_detected: Optional[int]
-
-    def retries(self) -> int:
-        """Retries this side made: the guard's own reports where it made any,
-        else what urllib3 recorded on the responses (both count one retry once)."""
-        guard = sum((self.retries_by_reason or {}).values())
-        return guard if guard else self.urllib3_retries
-
-    def failures(self) -> Dict[str, int]:
-        out: Dict[str, int] = {}
-        for _, _, err in self.records:
-            if err is not None:
-                out[err] = out.get(err, 0) + 1
-        return dict(sorted(out.items(), key=lambda kv: (-kv[1], kv[0])))
-
-    def summary(self, fault_at: float) -> Dict[str, Any]:
-        lat = sorted(r[1] for r in self.records)
-        ok_lat = sorted(r[1] for r in self.records if r[2] is None)
-        failed_lat = sorted(r[1] for r in self.records if r[2] is not None)
-        after = [r for r in self.records if r[0] + r[1] >= fault_at]
-        failures = self.failures()
-        return {
-            "requests": len(self.records),
-            "ok": len(self.records) - sum(failures.values()),
-            "failed": sum(failures.values()),
-            "failures_by_error": failures,
-            # failures the guard's evidence put on a dead flow, not on the host
-            "dead_flow_failures": sum(n for k, n in failures.items() if k.endswith(DEAD_FLOW)),
-            "circuit_open": sum(n for k, n in failures.items() if "CircuitOpenError" in k),
-            "p50_ok_s": _percentile(ok_lat, 50),
-            "p99_ok_s": _percentile(ok_lat, 99),
-            "p50_failed_s": _percentile(failed_lat, 50),
-            "p99_failed_s": _percentile(failed_lat, 99),
-            "stuck": failures.get(_STUCK, 0),
-            "p50_s": _percentile(lat, 50),
-            "p99_s": _percentile(lat, 99),
-            "max_s": lat[-1] if lat else None,
-            "max_after_fault_s": max((r[1] for r in after), default=None),
-            "retries": self.retries(),
-            "retries_by_reason": self.retries_by_reason,
-            "urllib3_retries": self.urllib3_retries,
-            "evictions": None
-            if self.evictions_by_reason is None
-            else sum(self.evictions_by_reason.values()),
-            "evictions_by_reason": self.evictions_by_reason,
-            "blackholes_detected": self.blackholes_detected,
-            "connections": self.connections,
-        }
-
-
-#: What each field of a side (``plain``, ``guarded``) in ``--json`` means; a
-#: test keeps it complete.  Durations are seconds; null where a side cannot
-#: tell (plain requests reports no guard events).
-SIDE_FIELDS: Final = {
-    "requests": "requests completed (ok or failed)",
-    "ok": "requests that got the expected answer",
-    "failed": "requests that raised, got an error status or a wrong body",
-    "failures_by_error": "failed requests by label: requests' exception (root cause)",
-    "dead_flow_failures": "failures the guard judged to be dead flows (labels ending in '(dead flow)')",
-    "circuit_open": "failures that were an open circuit breaker (CircuitOpenError)",
-    "stuck": "requests still waiting at the end, counted as failed with their stall so far",
-    "p50_s": "median latency of all requests, ok and failed",
-    "p99_s": "99th percentile latency of all requests",
-    "max_s": "the worst stall of any request",
-    "p50_ok_s": "median latency of the successful requests",
-    "p99_ok_s": "99th percentile latency of the successful requests",
-    "p50_failed_s": "median latency of the failed requests (a fast failure is not a fast run)",
-    "p99_failed_s": "99th percentile latency of the failed requests",
-    "max_after_fault_s": "the worst stall of requests that ended after the fault",
-    "retries": "replays this side made (the guard's reports, else urllib3's)",
-    "retries_by_reason": "the guard's replays by reason (idempotent, unsent, condemned_inflight ...)",
-    "urllib3_retries": "retries urllib3 recorded on the responses (Retry.history)",
-    "evictions": "pooled connections the guard refused to reuse",
-    "evictions_by_reason": "those evictions by reason (idle, peer_closed, condemned ...)",
-    "blackholes_detected": "flows the guard judged black-holed",
-    "connections": "connections this side opened to the drill's server",
-}
-
-
-@dataclasses.dataclass
-class DrillResult:
-    options: DrillOptions
-    fault_at: float  # seconds from drill start when the fault was injected
-    flows_hit: int
-    plain: SideResult
-    guarded: SideResult
-    config: GuardConfig
-
-    def to_json(self) -> Dict[str, Any]:
-        o = self.options
-        return {
-            "fault": {
-                "kind": o.fault,
-                "at_s": round(self.fault_at, 3),
-                "flows_hit": self.flows_hit,
-            },
-            "duration_s": o.duration,
-            "threads": o.threads,
-            "method": o.method,
-            "timeout_s": None if o.timeout is None else list(o.timeout),
-            "server_delay_s": o.server_delay,
-            "guard_config": {
-                k: _jsonable(v)
-                for k, v in dataclasses.asdict(self.config).items()
-                if k != "redis_url"
-            },
-            "plain": self.plain.summary(self.fault_at),
-            "guarded": self.guarded.summary(self.fault_at),
-        }
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Policy):
-        return {kind: decision._asdict() for kind, decision in value.rows.items()}
-    if isinstance(value, (frozenset, set)):
-        return sorted(value)
-    if isinstance(value, tuple):
-        return list(value)
-    return value
-
-
-def _percentile(sorted_values: Sequence[float], pct: float) -> Optional[float]:
-    """Nearest-rank percentile of already sorted values."""
-    if not sorted_values:
-        return None
-    rank = max(1, -(-len(sorted_values) * pct // 100))
-    return sorted_values[int(rank) - 1]
 
 
 # ---------------------------------------------------------------------------
@@ -432,7 +139,7 @@ def _worker(
     session = side.session
     method = options.method
     send_body = method in ("POST", "PUT", "PATCH")
-    headers = {_SIDE_HEADER: side.name}
+    headers = {SIDE_HEADER: side.name}
     go.wait()
     start = origin[0]
     n = 0
@@ -474,7 +181,7 @@ def _plain_session(threads: int) -> requests.Session:
 
 
 def _guarded_session(config: GuardConfig, threads: int) -> requests.Session:
-    from ._adapter import mount
+    from .._adapter import mount
 
     return mount(requests.Session(), config, pool_connections=1, pool_maxsize=threads)
 
@@ -499,7 +206,7 @@ def run_drill(
     progress: Optional[TextIO] = None,
 ) -> DrillResult:
     """Run the drill (the caller has already entered a netns for ``blackhole``)."""
-    from ._fault_proxy import FaultProxy
+    from .fault_proxy import FaultProxy
 
     server = DrillServer(delay=options.server_delay)
     proxy: Optional[FaultProxy] = None
@@ -519,7 +226,7 @@ def run_drill(
         # connect are start-up costs, not part of what the fault does.
         for side in sides:
             warm = side.session.get(
-                url + "/warm-up", headers={_SIDE_HEADER: side.name}, timeout=options.timeout
+                url + "/warm-up", headers={SIDE_HEADER: side.name}, timeout=options.timeout
             )
             warm.close()
         add_instrumentation(counter)
@@ -571,7 +278,7 @@ def run_drill(
             for i, t in enumerate(side.threads):
                 began = side.inflight[i]
                 if t.is_alive() and began is not None:
-                    side.records[i].append((began - start, now_abs - began, _STUCK))
+                    side.records[i].append((began - start, now_abs - began, STUCK))
         _progress(progress, "done   " + _tick_line(sides))
         if fault_at < 0:
             fault_at = options.fault_time
@@ -599,7 +306,7 @@ def _inject(fault: str, proxy: Any, port: int) -> int:
         return int(proxy.reset_all())
     if fault == "fin":
         return int(proxy.fin_all())
-    return _netns.blackhole_port(port)
+    return netns.blackhole_port(port)
 
 
 def _tick_line(sides: Sequence[_Side]) -> str:
@@ -699,7 +406,7 @@ def format_report(result: DrillResult) -> str:
             "written (AZGUARD_RETRY_NON_IDEMPOTENT=always opts in)"
         )
     if p["stuck"] or g["stuck"]:
-        notes.append(f"'{_STUCK}': counted as failed with the stall measured so far")
+        notes.append(f"'{STUCK}': counted as failed with the stall measured so far")
     if notes:
         lines.append("")
         lines += [f"note: {n}" for n in notes]
@@ -737,7 +444,7 @@ def _delay(raw: str) -> float:
 
 
 def _timeout(raw: str) -> Optional[Tuple[float, float]]:
-    from ._config import _parse_timeout_pair
+    from .._config import _parse_timeout_pair
 
     try:
         return _parse_timeout_pair("--timeout", raw)
@@ -825,7 +532,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         )
         return 2
     if args.plot:
-        from ._drill_plot import PlotUnavailable, require_matplotlib
+        from .timeline import PlotUnavailable, require_matplotlib
 
         try:
             require_matplotlib()
@@ -835,10 +542,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.fault == "blackhole":
         # Before anything else and before any thread: the namespace switch
         # applies to the calling thread, and only threads started later follow.
-        reason = _netns.unavailable_reason()
+        reason = netns.unavailable_reason()
         if reason is None:
             try:
-                _netns.enter_private_netns()
+                netns.enter_private_netns()
             except (OSError, RuntimeError) as exc:
                 reason = str(exc)
         if reason is not None:
@@ -864,7 +571,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     )
     result = run_drill(options, config, progress=None if args.quiet else sys.stderr)
     if args.plot:
-        from ._drill_plot import write_timeline
+        from .timeline import write_timeline
 
         write_timeline(result, args.plot)
         _progress(None if args.quiet else sys.stderr, f"timeline written to {args.plot}")

@@ -17,8 +17,8 @@ import subprocess
 import sys
 from typing import Dict, List, Optional
 
-from ._config import describe_env, unknown_env_messages
-from ._errors import ConfigError
+from .._config import describe_env, unknown_env_messages
+from .._errors import ConfigError
 
 __all__ = ["EXIT_CANNOT_EXECUTE", "EXIT_CONFIG", "EXIT_NOT_FOUND", "child_environ", "main"]
 

@@ -28,14 +28,14 @@ from urllib.parse import urlsplit
 
 import requests
 
-from . import _watchdog
-from ._adapter import AzGuardAdapter
-from ._config import GuardConfig, parse_duration
-from ._errors import ConfigError
-from ._keepalive import PROBE_INTERVAL
-from ._log import format_peer
-from ._policy import root_cause
-from ._tcpinfo import IS_LINUX, TcpInfo, base_rto, grade, raw_socket, read_tcp_info
+from .. import _watchdog
+from .._adapter import AzGuardAdapter
+from .._config import GuardConfig, parse_duration
+from .._errors import ConfigError
+from .._keepalive import PROBE_INTERVAL
+from .._log import format_peer
+from .._policy import root_cause
+from .._tcpinfo import IS_LINUX, TcpInfo, base_rto, grade, raw_socket, read_tcp_info
 
 __all__ = ["MIDDLEBOX_IDLE", "advise", "diagnose", "main", "read_sysctls", "retries2_seconds"]
 
@@ -451,7 +451,7 @@ def rounded(value: Any, digits: int = 6) -> Any:
 
 
 def _redact(url: str) -> str:
-    from ._redact import redact_url
+    from .._redact import redact_url
 
     return redact_url(url)
 
@@ -579,7 +579,7 @@ def _render(report: Dict[str, Any]) -> str:
 def _scrubbed(value: Any, url: str) -> Any:
     """``value`` (a JSON-able report) with every string scrubbed of ``url``'s
     secrets, before JSON escaping could hide one from a text search."""
-    from ._redact import scrub
+    from .._redact import scrub
 
     if isinstance(value, str):
         return scrub(value, url)
@@ -629,7 +629,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         verify = args.cacert
     elif args.insecure:
         verify = False
-    from ._redact import scrub
+    from .._redact import scrub
 
     # A URL's user:password@ or ?password= must not reach the terminal or a
     # JSON consumer, whichever message quotes it (urllib3's errors quote the

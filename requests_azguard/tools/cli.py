@@ -14,13 +14,19 @@ __all__ = ["main"]
 
 # name -> (module, one-line summary)
 COMMANDS: Dict[str, Tuple[str, str]] = {
-    "env": ("requests_azguard._env_cmd", "effective configuration and where each value came from"),
-    "doctor": ("requests_azguard._doctor", "one guarded request, with socket and kernel diagnosis"),
+    "env": ("requests_azguard.tools.env", "effective configuration and where each value came from"),
+    "doctor": (
+        "requests_azguard.tools.doctor",
+        "one guarded request, with socket and kernel diagnosis",
+    ),
     "drill": (
-        "requests_azguard._drill",
+        "requests_azguard.tools.drill",
         "the migration drill: plain requests vs guarded, side by side",
     ),
-    "run": ("requests_azguard._run", "run a program (and its children) with the guard enabled"),
+    "run": (
+        "requests_azguard.tools.run",
+        "run a program (and its children) with the guard enabled",
+    ),
 }
 
 EXIT_USAGE = 2
@@ -46,7 +52,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(_usage())
         return 0 if args else EXIT_USAGE
     if args[0] == "--version":
-        from . import __version__
+        from .. import __version__
 
         print(f"azguard {__version__}")
         return 0

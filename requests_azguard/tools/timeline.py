@@ -7,10 +7,9 @@ no global backend is switched in the calling process.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, List, Tuple
+from typing import Any, List, Tuple
 
-if TYPE_CHECKING:
-    from ._drill import DrillResult, SideResult
+from .drill_result import DrillResult, SideResult
 
 __all__ = ["PlotUnavailable", "require_matplotlib", "write_timeline"]
 

@@ -8,33 +8,14 @@ import os
 import sys
 from typing import Any, Dict, List, Mapping, Optional
 
-from ._config import describe_env, unknown_env_vars
-from ._errors import ConfigError
+from .._config import describe_env, unknown_env_vars
+from .._errors import ConfigError
+from .env_doc import help_epilog, show
 
 __all__ = ["main"]
 
 
-# What ``None`` means, where it is not "off".
-_NONE_SHOWN = {"AZGUARD_FALLBACK": "raise", "AZGUARD_REDIS_URL": "unset"}
-
-
-def _show(value: Any, variable: str = "") -> str:
-    if value is None:
-        return _NONE_SHOWN.get(variable, "off")
-    if isinstance(value, frozenset):
-        return ",".join(str(v) for v in sorted(value))
-    if isinstance(value, tuple):
-        return ",".join(f"{v:g}" for v in value)
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    if isinstance(value, float):
-        return f"{value:g}s"
-    return str(value)
-
-
 def main(argv: Optional[List[str]] = None, environ: Optional[Mapping[str, str]] = None) -> int:
-    from ._env_doc import help_epilog
-
     parser = argparse.ArgumentParser(
         prog="azguard env",
         description="The effective configuration, each value with its source "
@@ -53,7 +34,7 @@ def main(argv: Optional[List[str]] = None, environ: Optional[Mapping[str, str]] 
         return 2
     redis = next(i for i in items if i.variable == "AZGUARD_REDIS_URL")
     if redis.value is not None:
-        from ._config import _redact_url
+        from .._config import _redact_url
 
         items = [i._replace(value=_redact_url(i.value)) if i is redis else i for i in items]
     auto = next(i for i in items if i.variable == "AZGUARD_AUTO").value
@@ -63,7 +44,7 @@ def main(argv: Optional[List[str]] = None, environ: Optional[Mapping[str, str]] 
             i.variable: {
                 "field": i.field or None,
                 "value": _jsonable(i.value),
-                "shown": _show(i.value, i.variable),
+                "shown": show(i.value, i.variable),
                 "source": i.source,
             }
             for i in items
@@ -81,7 +62,7 @@ def main(argv: Optional[List[str]] = None, environ: Optional[Mapping[str, str]] 
         return 0
     width = max(len(i.variable) for i in items)
     for i in items:
-        print(f"{i.variable.ljust(width)}  {_show(i.value, i.variable):<22}  ({i.source})")
+        print(f"{i.variable.ljust(width)}  {show(i.value, i.variable):<22}  ({i.source})")
     if unknown:
         print()
         print("unknown variables (ignored):")
@@ -97,7 +78,7 @@ def main(argv: Optional[List[str]] = None, environ: Optional[Mapping[str, str]] 
 
 def _reach(auto: Any) -> Dict[str, str]:
     """Each library the guard reaches and how, or why not (nothing is imported)."""
-    from ._sdk import reach_report
+    from .._sdk import reach_report
 
     report = reach_report()
     if auto == "requests":
