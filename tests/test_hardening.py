@@ -138,7 +138,7 @@ _keepalive = st.floats(min_value=0.001, max_value=MAX_KEEPALIVE_SECONDS)
             "retry_non_idempotent": st.sampled_from(["unsent", "never", "always"]),
             # The server answers 200, which must not count against it here.
             "breaker_statuses": st.frozensets(
-                st.integers(100, 599).filter(lambda c: c != 200), max_size=5
+                st.integers(100, 599).filter(lambda c: c != 200), min_size=1, max_size=5
             ),
             "timeout_fail_fast": st.integers(0, 1_000_000),
             "fallback_status": st.none() | st.integers(400, 599),
