@@ -10,6 +10,7 @@ watchdog (``_watchdog``), which may probe its flow or abort it.
 
 from __future__ import annotations
 
+import select
 import socket
 import sys
 import time
@@ -17,6 +18,7 @@ from typing import Any, Callable, List, Optional, Tuple
 
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.exceptions import ProtocolError
+from urllib3.util.wait import wait_for_read
 
 from . import _watchdog
 from ._condemn import condemn, condemned_at
@@ -359,6 +361,18 @@ class GuardedConnection:
         self.azguard_evicted_reason = reason
         return reason
 
+    def azguard_readable(self, raw: Any) -> bool:
+        """A zero-timeout poll for FIN, RST or stray bytes, with one poll object
+        per connection: urllib3's wait_for_read builds and registers a new one
+        on every call."""
+        poller = self.azguard_poller
+        if poller is None:
+            if not hasattr(select, "poll"):
+                return bool(wait_for_read(raw, timeout=0.0))
+            poller = self.azguard_poller = select.poll()
+            poller.register(raw, select.POLLIN)
+        return bool(poller.poll(0))
+
     @property
     def is_connected(self) -> bool:
         # urllib3 2.x asks this before reusing a pooled connection; answering
@@ -367,10 +381,47 @@ class GuardedConnection:
         if self.sock is None:
             return False
         if self.azguard_config is None:
-            from urllib3.util.wait import wait_for_read
-
             return not wait_for_read(self.sock, timeout=0.0)
         return self.azguard_reuse_check(poll=True) is None
+
+    # -- set by the pool, through these methods only -------------------------------
+
+    def azguard_bind(
+        self,
+        config: GuardConfig,
+        host_label: str,
+        dns_target: Tuple[str, int],
+        via_proxy: bool,
+    ) -> None:
+        """The pool that made this connection guards it with ``config``."""
+        self.azguard_config = config
+        self.azguard_host_label = host_label
+        self.azguard_dns_target = dns_target
+        self.azguard_via_proxy = via_proxy
+
+    def azguard_claim(self, checked_by_urllib3: bool) -> Optional[str]:
+        """A request takes this connection from the pool: why the pooled
+        connection it had was replaced by a new one, if it was.
+
+        urllib3 2.x asked ``is_connected`` already (the reason is recorded
+        then); urllib3 1.26 polled for FIN/RST itself, and the rest of the
+        reuse check runs here.
+        """
+        reason = self.azguard_evicted_reason
+        self.azguard_evicted_reason = None
+        if checked_by_urllib3:
+            return reason
+        if self.sock is not None:
+            reason = self.azguard_reuse_check(poll=False)
+            self.azguard_evicted_reason = None
+            if reason is not None:
+                self.close()  # type: ignore[attr-defined]
+        elif self.azguard_opened_at is not None:
+            # urllib3 1.26's own poll found this pooled connection closed by
+            # its peer (FIN or RST pending) and closed it.
+            reason = "peer_closed"
+            self.azguard_opened_at = None
+        return reason
 
     # -- per request -----------------------------------------------------------
 

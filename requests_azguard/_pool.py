@@ -143,17 +143,19 @@ class GuardedPool:
 
     def _new_conn(self) -> Any:
         conn = super()._new_conn()  # type: ignore[misc]
-        if isinstance(conn, GuardedConnection) and self.azguard_config is not None:
-            conn.azguard_config = self.azguard_config
+        config = self.azguard_config
+        if isinstance(conn, GuardedConnection) and config is not None:
             scheme = getattr(self, "scheme", "http")
             host = f"[{self.host}]" if ":" in self.host else self.host  # IPv6, as _origin_key
-            conn.azguard_host_label = f"{scheme}://{host}:{self.port}"
             proxy = self.proxy
-            if proxy is not None and proxy.host:
-                conn.azguard_via_proxy = True
-                conn.azguard_dns_target = (proxy.host, proxy.port or 80)
-            else:
-                conn.azguard_dns_target = (self.host, self.port or 80)
+            via_proxy = proxy is not None and bool(proxy.host)
+            conn.azguard_bind(
+                config,
+                f"{scheme}://{host}:{self.port}",
+                # The name resolved to reach the peer: the proxy's behind one.
+                (proxy.host, proxy.port or 80) if via_proxy else (self.host, self.port or 80),
+                via_proxy,
+            )
         return conn
 
     def _get_conn(self, timeout: Optional[float] = None) -> Any:
@@ -162,18 +164,7 @@ class GuardedPool:
         conn = super()._get_conn(timeout)  # type: ignore[misc]
         if not isinstance(conn, GuardedConnection) or conn.azguard_config is None:
             return conn
-        reason = conn.azguard_evicted_reason  # set if urllib3 2.x asked us
-        if not _URLLIB3_ASKS_CONNECTION:
-            if conn.sock is not None:
-                reason = conn.azguard_reuse_check(poll=False)
-                if reason is not None:
-                    conn.close()  # type: ignore[attr-defined]
-            elif conn.azguard_opened_at is not None:
-                # urllib3 1.26's own poll found this pooled connection closed
-                # by its peer (FIN or RST pending) and closed it.
-                reason = "peer_closed"
-                conn.azguard_opened_at = None
-        conn.azguard_evicted_reason = None
+        reason = conn.azguard_claim(_URLLIB3_ASKS_CONNECTION)
         attempt = self._azguard_attempt_record()
         # Prepared here rather than in _make_request: overriding that hook
         # means repacking its dozen keyword arguments on every request.

@@ -11,10 +11,7 @@ Closing is left to the caller.
 
 from __future__ import annotations
 
-import select
 from typing import Any, Final, FrozenSet, NamedTuple, Optional, Tuple
-
-from urllib3.util.wait import wait_for_read
 
 from ._condemn import condemned_at
 from ._config import GuardConfig
@@ -106,18 +103,6 @@ def peer_of(sock: Any) -> Optional[Peer]:
         return None
 
 
-def _readable(conn: Any, raw: Any) -> bool:
-    """A zero-timeout poll, with the poll object kept on the connection:
-    urllib3's wait_for_read builds and registers a new one on every call."""
-    poller = conn.azguard_poller
-    if poller is None:
-        if not hasattr(select, "poll"):
-            return bool(wait_for_read(raw, timeout=0.0))
-        poller = conn.azguard_poller = select.poll()
-        poller.register(raw, select.POLLIN)
-    return bool(poller.poll(0))
-
-
 def gather(
     conn: Any,
     now: float,
@@ -139,7 +124,7 @@ def gather(
     if poll:
         # SSL may hold decrypted bytes the kernel no longer shows.
         pending = getattr(sock, "pending", None)
-        readable = bool(pending and pending()) or _readable(conn, raw)
+        readable = bool(pending and pending()) or conn.azguard_readable(raw)
     peer_at_connect = conn.azguard_peer
     dns = None
     if config.dns_recheck is not None and dns_target is not None:
