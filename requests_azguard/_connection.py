@@ -128,10 +128,39 @@ class GuardedConnection:
         self.azguard_after_connect(time.monotonic() - start)
 
     def send(self, data: Any) -> None:
+        """Send ``data`` counting what the kernel accepted (one frame: this
+        runs for every request)."""
         try:
-            if not self._azguard_send(data):
+            payload: Any = data
+            if type(data) is not bytes:
+                try:
+                    payload = memoryview(data).cast("B")
+                except TypeError:
+                    payload = None  # not bytes-like: http.client's generic path
+            sock = self.sock
+            if sock is None and payload is not None and getattr(self, "auto_open", False):
+                # http.client connects lazily on the first send (urllib3 2.x
+                # relies on it for plain HTTP); connecting here keeps the count.
+                self.connect()
+                sock = self.sock
+            if payload is None or sock is None:
+                # Uncountable (http.client raises NotConnected, or iterates).
                 self.azguard_uncounted = True
                 super().send(data)  # type: ignore[misc]
+                return
+            data = payload
+            sys.audit("http.client.send", self, data)
+            # socket.sendall() hides how much went out before an error; send()
+            # tells, which is what the "nothing written" rule needs.  One call
+            # usually takes it all; a partial send continues from a view.
+            sent = sock.send(data)
+            self.azguard_bytes_sent += sent
+            if sent < len(data):
+                view = memoryview(data)[sent:]
+                while view:
+                    sent = sock.send(view)
+                    self.azguard_bytes_sent += sent
+                    view = view[sent:]
         except OSError as exc:
             self._azguard_failed(exc, REQUEST)
             raise
@@ -155,12 +184,9 @@ class GuardedConnection:
             self._azguard_failed(exc, RESPONSE)
             raise
         if watched:
-            self._azguard_unwatch()
-            try:
-                self._azguard_check_aborted()
-            except ProtocolError as exc:
-                self._azguard_failed(exc, RESPONSE)
-                raise
+            _watchdog.unwatch(self)  # returns once the watchdog is done with it
+            if self.azguard_probing or self.azguard_verdict is not None:
+                self._azguard_after_watchdog()
         # Read back by the breaker: a success on a fresh connection proves the
         # host reachable (urllib3 1.26 wraps this object in its own response,
         # and reads the body there: see _pool._LegacyResponse).
@@ -190,6 +216,16 @@ class GuardedConnection:
         _watchdog.unwatch(self)  # returns once the watchdog is done with it
         if self.azguard_probing:
             self.azguard_relax()  # probe options are for a waiting request only
+
+    def _azguard_after_watchdog(self) -> None:
+        """The answer came on a flow the watchdog probed, or aborted."""
+        if self.azguard_probing:
+            self.azguard_relax()
+        try:
+            self._azguard_check_aborted()
+        except ProtocolError as exc:
+            self._azguard_failed(exc, RESPONSE)
+            raise
 
     def _azguard_check_aborted(self) -> None:
         # The watchdog shut the socket down: what was read ended at that EOF,
@@ -399,9 +435,17 @@ class GuardedConnection:
         self.azguard_dns_target = dns_target
         self.azguard_via_proxy = via_proxy
 
-    def azguard_claim(self, checked_by_urllib3: bool) -> Optional[str]:
-        """A request takes this connection from the pool: why the pooled
-        connection it had was replaced by a new one, if it was.
+    def azguard_claim(
+        self,
+        checked_by_urllib3: bool,
+        stream: bool,
+        watched: bool,
+        idempotency_key: bool,
+        body_replayable: bool,
+    ) -> Optional[str]:
+        """A request takes this connection from the pool, with the facts the
+        pool knows about it.  Returns why the pooled connection it had was
+        replaced by a new one, if it was.
 
         urllib3 2.x asked ``is_connected`` already (the reason is recorded
         then); urllib3 1.26 polled for FIN/RST itself, and the rest of the
@@ -409,26 +453,17 @@ class GuardedConnection:
         """
         reason = self.azguard_evicted_reason
         self.azguard_evicted_reason = None
-        if checked_by_urllib3:
-            return reason
-        if self.sock is not None:
-            reason = self.azguard_reuse_check(poll=False)
-            self.azguard_evicted_reason = None
-            if reason is not None:
-                self.close()  # type: ignore[attr-defined]
-        elif self.azguard_opened_at is not None:
-            # urllib3 1.26's own poll found this pooled connection closed by
-            # its peer (FIN or RST pending) and closed it.
-            reason = "peer_closed"
-            self.azguard_opened_at = None
-        return reason
-
-    # -- per request -----------------------------------------------------------
-
-    def azguard_begin_request(
-        self, stream: bool, watched: bool, idempotency_key: bool, body_replayable: bool
-    ) -> None:
-        """A request takes this connection: the facts the pool knows about it."""
+        if not checked_by_urllib3:
+            if self.sock is not None:
+                reason = self.azguard_reuse_check(poll=False)
+                self.azguard_evicted_reason = None
+                if reason is not None:
+                    self.close()  # type: ignore[attr-defined]
+            elif self.azguard_opened_at is not None:
+                # urllib3 1.26's own poll found this pooled connection closed
+                # by its peer (FIN or RST pending) and closed it.
+                reason = "peer_closed"
+                self.azguard_opened_at = None
         self.azguard_fresh = False
         self.azguard_verdict = None
         self.azguard_bytes_sent = 0
@@ -437,6 +472,7 @@ class GuardedConnection:
         self.azguard_watched = watched
         self.azguard_idempotency_key = idempotency_key
         self.azguard_body_replayable = body_replayable
+        return reason
 
     @property
     def azguard_nothing_written(self) -> bool:
@@ -455,39 +491,6 @@ class GuardedConnection:
         config = self.azguard_config
         if self.sock is not None and config is not None:
             _apply(self.azguard_raw, resting_options(config, HOST_CONSTANTS, HOST_KIND))
-
-    def _azguard_send(self, data: Any) -> bool:
-        """Send a bytes-like ``data`` counting what the kernel accepted.
-
-        Returns False when ``data`` is not bytes-like and the caller must use
-        http.client's generic path.
-        """
-        if type(data) is not bytes:
-            try:
-                data = memoryview(data).cast("B")
-            except TypeError:
-                return False
-        sock = self.sock
-        if sock is None:
-            if not getattr(self, "auto_open", False):
-                return False  # http.client raises NotConnected
-            # http.client connects lazily on the first send (urllib3 2.x
-            # relies on it for plain HTTP); connecting here keeps the count.
-            self.connect()
-            sock = self.sock
-        sys.audit("http.client.send", self, data)
-        # socket.sendall() hides how much went out before an error; send()
-        # tells, which is what the "nothing written" rule needs.  One call
-        # usually takes it all; a partial send continues from a view.
-        sent = sock.send(data)
-        self.azguard_bytes_sent += sent
-        if sent < len(data):
-            view = memoryview(data)[sent:]
-            while view:
-                sent = sock.send(view)
-                self.azguard_bytes_sent += sent
-                view = view[sent:]
-        return True
 
 
 class AzHTTPConnection(GuardedConnection, HTTPConnection):

@@ -11,7 +11,7 @@ through.  ``tests/test_canary.py`` fails loudly if one of them disappears.
 from __future__ import annotations
 
 import threading
-from typing import Any, Dict, List, Optional, Tuple, Type
+from typing import Any, Dict, Final, List, Optional, Tuple, Type
 
 import urllib3.connection
 import urllib3.response
@@ -63,6 +63,10 @@ class _Attempt:
 
     def __init__(self) -> None:
         self.request: Optional[Tuple[str, Any, Any, Any, bool]] = None
+
+
+#: The facts of a connection taken outside urlopen (urllib3's own helpers).
+_NO_REQUEST: Final = (False, False, False, True)
 
 
 class _LegacyResponse(urllib3.response.HTTPResponse):
@@ -125,7 +129,7 @@ class GuardedPool:
     headers: Any
     conn_kw: Dict[str, Any]
 
-    #: (config, whether its requests may be watched), see _azguard_watchable.
+    #: (config, whether its requests may be watched), see _azguard_facts.
     _azguard_watch_cache: Optional[Tuple[GuardConfig, bool]] = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -133,13 +137,6 @@ class GuardedPool:
         # Per thread: the attempt in progress (see _Attempt).
         self._azguard_local = threading.local()
         _fork.track_pool(self)  # a forked child forgets this pool's connections
-
-    def _azguard_attempt_record(self) -> _Attempt:
-        local = self._azguard_local
-        attempt: Optional[_Attempt] = getattr(local, "attempt", None)
-        if attempt is None:
-            attempt = local.attempt = _Attempt()
-        return attempt
 
     def _new_conn(self) -> Any:
         conn = super()._new_conn()  # type: ignore[misc]
@@ -164,25 +161,16 @@ class GuardedPool:
         conn = super()._get_conn(timeout)  # type: ignore[misc]
         if not isinstance(conn, GuardedConnection) or conn.azguard_config is None:
             return conn
-        reason = conn.azguard_claim(_URLLIB3_ASKS_CONNECTION)
-        attempt = self._azguard_attempt_record()
         # Prepared here rather than in _make_request: overriding that hook
         # means repacking its dozen keyword arguments on every request.
-        request = attempt.request
+        attempt: Optional[_Attempt] = getattr(self._azguard_local, "attempt", None)
+        request = None if attempt is None else attempt.request
         if request is None:
-            conn.azguard_begin_request(False, False, False, True)
+            facts = _NO_REQUEST
         else:
-            attempt.request = None
-            method, body, headers, retries, stream = request
-            self._azguard_prepare(
-                conn,
-                conn.azguard_config,
-                method,
-                body,
-                self.headers if headers is None else headers,
-                retries,
-                stream,
-            )
+            attempt.request = None  # type: ignore[union-attr]
+            facts = self._azguard_facts(conn.azguard_config, *request)
+        reason = conn.azguard_claim(_URLLIB3_ASKS_CONNECTION, *facts)
         instrumentation = hooks()
         if type(instrumentation) is not NoopInstrumentation:
             if reason is not None:
@@ -214,21 +202,25 @@ class GuardedPool:
             kwargs["decode_content"] = True
         # A body not preloaded is the caller's (requests' stream=True).
         stream = not kwargs.get("preload_content", True)
-        self._azguard_attempt_record().request = (method, body, headers, retries, stream)
+        local = self._azguard_local
+        attempt: Optional[_Attempt] = getattr(local, "attempt", None)
+        if attempt is None:
+            attempt = local.attempt = _Attempt()
+        attempt.request = (method, body, headers, retries, stream)
         return super().urlopen(  # type: ignore[misc]
             method, url, body, headers, retries, *args, **kwargs
         )
 
-    def _azguard_prepare(
+    def _azguard_facts(
         self,
-        conn: GuardedConnection,
         config: GuardConfig,
         method: str,
         body: Any,
         headers: Any,
         retries: Any,
         stream: bool,
-    ) -> None:
+    ) -> Tuple[bool, bool, bool, bool]:
+        """(stream, watched, idempotency key, body replayable) of a request."""
         body_ok = body is None or _body_replayable(body)
         if isinstance(retries, AzRetry):
             idempotent = retries.azguard_idempotent(method)
@@ -236,26 +228,24 @@ class GuardedPool:
         else:
             idempotent = method.upper() in Retry.DEFAULT_ALLOWED_METHODS
             mode = config.retry_non_idempotent
+        if headers is None:
+            headers = self.headers
         # The key only matters for a method that is not idempotent anyway.
         keyed = not idempotent and bool(headers) and _has_idempotency_key(headers)
         # Only a request that may be replayed once written is watched: for
         # the others a verdict could only turn a slow answer into a lost one.
-        watched = (
-            body_ok
-            and (idempotent or keyed or mode == "always")
-            and self._azguard_watchable(config)
-        )
-        conn.azguard_begin_request(stream, watched, keyed, body_ok)
-
-    def _azguard_watchable(self, config: GuardConfig) -> bool:
-        # Per pool and config, not per request: hashing a GuardConfig costs.
-        cached = self._azguard_watch_cache
-        if cached is None or cached[0] is not config:
-            watchable = config.ack_timeout is not None and bool(
-                resting_options(config, HOST_CONSTANTS, HOST_KIND)
-            )
-            cached = self._azguard_watch_cache = (config, watchable)
-        return cached[1]
+        # Whether the config allows watching at all is asked per pool and
+        # config, not per request: hashing a GuardConfig costs.
+        watched = False
+        if body_ok and (idempotent or keyed or mode == "always"):
+            cached = self._azguard_watch_cache
+            if cached is None or cached[0] is not config:
+                watchable = config.ack_timeout is not None and bool(
+                    resting_options(config, HOST_CONSTANTS, HOST_KIND)
+                )
+                cached = self._azguard_watch_cache = (config, watchable)
+            watched = cached[1]
+        return stream, watched, keyed, body_ok
 
 
 def _has_idempotency_key(headers: Any) -> bool:
