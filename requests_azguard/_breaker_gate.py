@@ -124,7 +124,7 @@ def guarded_send(
     connection: Any,
     proxy: Optional[HostBreaker] = None,
 ) -> requests.Response:
-    """Run ``transport()`` behind ``breaker`` (see :class:`BreakerLookup`), and
+    """Run ``transport()`` behind ``breaker`` (see ``_breaker_registry.BreakerLookup``), and
     behind ``proxy``, the breaker of the proxy the request goes through.
 
     Open breaker: ``fallback(request, error)`` if given, else a synthetic
