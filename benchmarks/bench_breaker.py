@@ -36,7 +36,7 @@ from requests.adapters import HTTPAdapter
 
 import requests_azguard
 from requests_azguard import CircuitOpenError, GuardConfig
-from requests_azguard._breaker import reset_breakers
+from requests_azguard._breaker_registry import reset_breakers
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import threaded_rate

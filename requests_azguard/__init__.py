@@ -10,7 +10,7 @@ side effects: the environment is read only when a config is built.
 from __future__ import annotations
 
 from ._adapter import AzGuardAdapter, Fallback, mount
-from ._breaker import BreakerKey, breaker_key, reset_breakers
+from ._breaker_registry import BreakerKey, breaker_key, reset_breakers
 from ._config import GuardConfig
 from ._errors import (
     AzGuardError,

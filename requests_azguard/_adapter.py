@@ -18,7 +18,8 @@ from requests.utils import select_proxy
 from urllib3.exceptions import DecodeError, ReadTimeoutError
 from urllib3.util.retry import Retry
 
-from ._breaker import BreakerKey, BreakerLookup, guarded_send
+from ._breaker_gate import guarded_send
+from ._breaker_registry import BreakerKey, BreakerLookup
 from ._config import GuardConfig
 from ._errors import BlackHoleError, ConfigError
 from ._failure import failure_of

@@ -99,16 +99,16 @@ def _reset_manager(manager: Any) -> None:
 
 
 def _reset_breakers() -> None:
-    from . import _breaker
+    from . import _breaker_registry
 
-    old = _breaker._registry
-    _breaker._registry_lock = threading.Lock()
+    old = _breaker_registry._registry
+    _breaker_registry._registry_lock = threading.Lock()
     if old is None:
         return
     # Same limits, nothing else: the parent's breakers, Redis client
     # (redis-py never shuts down a connection made by another pid) and
     # locks stay with the parent.
-    _breaker._registry = _breaker.BreakerRegistry(
+    _breaker_registry._registry = _breaker_registry.BreakerRegistry(
         clock=old.clock,
         max_hosts=old.max_hosts,
         half_open_trials=old.half_open_trials,

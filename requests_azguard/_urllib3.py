@@ -36,8 +36,9 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import HTTPError as Urllib3HTTPError
 from urllib3.util.retry import Retry
 
-from . import _breaker
-from ._breaker import BreakerSettings, HostBreaker, _origin_key, _record_exception
+from ._breaker import BreakerSettings, HostBreaker
+from ._breaker_gate import record_exception, record_status
+from ._breaker_registry import _origin_key, registry
 from ._config import GuardConfig
 from ._connection import AzHTTPConnection, AzHTTPSConnection, GuardedConnection
 from ._errors import CircuitOpenError, ConfigError
@@ -143,7 +144,7 @@ class _FrontDoorPool:
         self._azguard_gate = _Gate()
 
     def _azguard_breaker_for(self, config: GuardConfig, url: str) -> HostBreaker:
-        reg = _breaker.registry()
+        reg = registry()
         if url[:1] != "/" and "://" in url:
             # Absolute form (plain HTTP through a proxy): the target is guarded.
             end = url.find("/", url.index("://") + 3)
@@ -192,7 +193,7 @@ class _FrontDoorPool:
                 method, url, body, headers, retries, *args, **kwargs
             )
         breaker = self._azguard_breaker_for(config, url)
-        clock = _breaker.registry().clock
+        clock = registry().clock
         try:
             ticket = breaker.admit(clock())
         except CircuitOpenError as err:
@@ -203,14 +204,11 @@ class _FrontDoorPool:
                 method, url, body, headers, retries, *args, **kwargs
             )
         except BaseException as exc:
-            _record_exception(breaker, ticket, exc, clock())
+            record_exception(breaker, ticket, exc, clock())
             raise
         finally:
             gate.depth = 0
-        if response.status in config.breaker_statuses:
-            breaker.record_failure(ticket, clock())
-        else:
-            breaker.record_success(ticket, clock())
+        record_status(breaker, ticket, response.status, config, clock())
         return response
 
 

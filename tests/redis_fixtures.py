@@ -145,7 +145,7 @@ def driver_main() -> None:
     import requests
 
     from requests_azguard import CircuitOpenError, GuardConfig, mount
-    from requests_azguard._breaker import registry, reset_breakers
+    from requests_azguard._breaker_registry import registry, reset_breakers
 
     now = [0.0]
     connects: List[Tuple[str, int]] = []

@@ -23,7 +23,8 @@ from servers import Action, HTTPTestServer, Request
 
 import requests_azguard
 from requests_azguard import CircuitOpenError, GuardConfig, ProxyCircuitOpenError
-from requests_azguard._breaker import CLOSED, OPEN, BreakerSettings, registry
+from requests_azguard._breaker import CLOSED, OPEN, BreakerSettings
+from requests_azguard._breaker_registry import registry
 from requests_azguard._failure import failure_of
 from requests_azguard._instrument import add_instrumentation
 from requests_azguard._prometheus import PrometheusInstrumentation
@@ -223,7 +224,7 @@ def test_a_success_on_a_fresh_connection_closes_an_open_breaker(clock: Clock) ->
 
 
 def test_responses_say_whether_their_connection_was_fresh(clock: Clock) -> None:
-    from requests_azguard._breaker import _fresh
+    from requests_azguard._breaker_gate import _fresh
 
     with HTTPTestServer() as srv:
         s = requests_azguard.mount(requests.Session(), GuardConfig(retries=0))

@@ -22,16 +22,8 @@ from conftest import Clock
 from servers import Action, HTTPTestServer, ProxyServer, Request
 
 from requests_azguard import AzGuardAdapter, CircuitOpenError, ConfigError, GuardConfig, mount
-from requests_azguard._breaker import (
-    CLOSED,
-    HALF_OPEN,
-    OPEN,
-    BreakerSettings,
-    HostBreaker,
-    breaker_key,
-    registry,
-    reset_breakers,
-)
+from requests_azguard._breaker import CLOSED, HALF_OPEN, OPEN, BreakerSettings, HostBreaker
+from requests_azguard._breaker_registry import breaker_key, registry, reset_breakers
 from requests_azguard._failure import failure_of
 from requests_azguard._fallback import FALLBACK_HEADER
 from requests_azguard._instrument import NoopInstrumentation, add_instrumentation
@@ -754,7 +746,7 @@ def _prepared(url: str) -> requests.PreparedRequest:
 
 
 def test_lookup_memo_follows_the_registry() -> None:
-    from requests_azguard._breaker import BreakerLookup
+    from requests_azguard._breaker_registry import BreakerLookup
 
     reg = reset_breakers(max_hosts=8)
     try:
@@ -778,7 +770,7 @@ def test_lookup_memo_follows_the_registry() -> None:
 
 
 def test_lookup_asks_a_custom_key_every_time() -> None:
-    from requests_azguard._breaker import BreakerLookup
+    from requests_azguard._breaker_registry import BreakerLookup
 
     seen: List[str] = []
 
@@ -795,7 +787,7 @@ def test_lookup_asks_a_custom_key_every_time() -> None:
 
 
 def test_lookup_memo_is_bounded() -> None:
-    from requests_azguard._breaker import BreakerLookup
+    from requests_azguard._breaker_registry import BreakerLookup
 
     lookup = BreakerLookup(GuardConfig())
     for i in range(BreakerLookup.MAX_URLS * 3):

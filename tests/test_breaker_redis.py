@@ -26,17 +26,9 @@ from redis_fixtures import (  # noqa: F401 - fixtures
 from servers import Action, HTTPTestServer
 
 from requests_azguard import CircuitOpenError, GuardConfig, mount
-from requests_azguard._breaker import (
-    CLOSED,
-    HALF_OPEN,
-    OPEN,
-    BreakerRegistry,
-    BreakerSettings,
-    HostBreaker,
-    registry,
-    reset_breakers,
-)
+from requests_azguard._breaker import CLOSED, HALF_OPEN, OPEN, BreakerSettings, HostBreaker
 from requests_azguard._breaker_redis import NAMESPACE
+from requests_azguard._breaker_registry import BreakerRegistry, registry, reset_breakers
 
 pytestmark = pytest.mark.redis
 

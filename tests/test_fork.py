@@ -169,21 +169,21 @@ def test_fork_while_other_threads_hold_the_locks_never_hangs() -> None:
 
 
 def test_child_starts_with_fresh_state() -> None:
-    from requests_azguard import _breaker, _condemn, _dns
+    from requests_azguard import _breaker_registry, _condemn, _dns
 
     with _echo_server() as server, mount(requests.Session(), GuardConfig(dns_recheck=60)) as s:
         assert s.get(f"{server.url}/x").text == "/x"
         _condemn.condemn(("127.0.0.1", server.port), time.monotonic())
         _dns.default_cache.addresses("127.0.0.1", server.port, time.monotonic(), 60.0)
-        parent_registry = _breaker.registry()
+        parent_registry = _breaker_registry.registry()
         assert len(parent_registry) == 1
 
         def child() -> str:
             return " ".join(
                 str(x)
                 for x in (
-                    len(_breaker.registry()),
-                    _breaker.registry() is parent_registry,
+                    len(_breaker_registry.registry()),
+                    _breaker_registry.registry() is parent_registry,
                     len(_condemn._condemned),
                     len(_dns.default_cache),
                     len(pooled_sockets(s.get_adapter(server.url))),

@@ -21,7 +21,8 @@ from servers import Action, HTTPTestServer
 from sockopts import LINUX, pooled_sockets, read_options
 
 from requests_azguard import CircuitOpenError, ConfigError, GuardConfig, mount
-from requests_azguard._breaker import OPEN, registry, reset_breakers
+from requests_azguard._breaker import OPEN
+from requests_azguard._breaker_registry import registry, reset_breakers
 from requests_azguard._config import (
     MAX_DURATION_SECONDS,
     MAX_KEEPALIVE_COUNT,
@@ -415,7 +416,7 @@ def test_dns_cache_stays_bounded_under_10000_hosts() -> None:
 
 def test_every_process_wide_table_stays_bounded_under_10000_hosts() -> None:
     from requests_azguard import _condemn
-    from requests_azguard._breaker import BreakerLookup, _origin_key
+    from requests_azguard._breaker_registry import BreakerLookup, _origin_key
     from requests_azguard._instrument import BoundedLabel, HostLabels
 
     config = GuardConfig()

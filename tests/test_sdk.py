@@ -29,7 +29,7 @@ from urllib3.util.retry import Retry
 
 import requests_azguard as az
 from requests_azguard import _install, _sdk
-from requests_azguard._breaker import registry
+from requests_azguard._breaker_registry import registry
 from requests_azguard._install import InstallConflictError
 from requests_azguard._retry import AzRetry
 from requests_azguard._urllib3 import (

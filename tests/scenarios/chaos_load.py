@@ -222,7 +222,7 @@ def main(params: Dict[str, Any]) -> Dict[str, Any]:
             1 for q in server.requests if q.headers.get("x-request-id") == "p1"
         )
         one()  # the next request goes out on a fresh connection
-        from requests_azguard._breaker import registry
+        from requests_azguard._breaker_registry import registry
 
         fault_time["breaker_states"] = sorted({b.state for b in registry().breakers()})
     elif scenario == "deadhost":
