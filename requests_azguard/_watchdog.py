@@ -84,6 +84,8 @@ __all__ = [
     "answer_time",
     "inflight",
     "inflight_action",
+    "reset",
+    "set_clock",
     "sweep",
     "unwatch",
     "watch",
@@ -326,6 +328,19 @@ def _run() -> None:
     # set and started none: whatever it left gets a new one.
     if _inflight:
         _start()
+
+
+def set_clock(clock: Callable[[], float]) -> None:
+    """The monotonic clock the thread reads (``_runtime.testing`` swaps it)."""
+    global _clock
+    _clock = clock
+
+
+def reset() -> None:
+    """Forget every watched request (``_runtime.reset``, between tests): the
+    thread, if running, ends after its quiet sweeps."""
+    with _lock:
+        _inflight.clear()
 
 
 def after_fork_in_child() -> None:

@@ -50,13 +50,12 @@ class Clock:
 
 @pytest.fixture
 def clock() -> Iterator[Clock]:
-    """A fresh breaker registry driven by a :class:`Clock`."""
-    from requests_azguard import reset_breakers
+    """A clean process whose breakers run on a :class:`Clock`."""
+    from requests_azguard import _runtime
 
     c = Clock()
-    reset_breakers(clock=c)
-    yield c
-    reset_breakers()
+    with _runtime.testing(wall_clock=c):
+        yield c
 
 
 @pytest.fixture
@@ -83,15 +82,11 @@ def tls_pair() -> Tuple[ssl.SSLContext, str]:
 
 @pytest.fixture(autouse=True)
 def _clean_process_state() -> Iterator[None]:
-    """Breakers, condemnations and instrumentation are process-wide by design
-    (they outlive Sessions); each test starts from a clean process state."""
-    from requests_azguard import reset_breakers
-    from requests_azguard._condemn import reset_condemnations
-    from requests_azguard._instrument import reset_instrumentation
+    """Breakers, condemnations, instrumentation and the rest are process-wide
+    by design (they outlive Sessions); each test starts from a clean process
+    state, and leaves one."""
+    from requests_azguard import _runtime
 
-    reset_breakers()
-    reset_condemnations()
+    _runtime.reset()
     yield
-    reset_instrumentation()
-    reset_breakers()
-    reset_condemnations()
+    _runtime.reset()

@@ -363,3 +363,37 @@ def test_sweep_reads_young_siblings_as_evidence_stepped_by_its_clock() -> None:
     finally:
         for conn in (old, young, other_peer):
             _watchdog.unwatch(conn)
+
+
+def test_runtime_testing_steps_the_watchdog_thread_with_a_fake_clock() -> None:
+    from requests_azguard import _runtime
+
+    now = [T0]
+    conn = _FakeFlowConn(FlowState(unacked=0, probes=3, silent=3.3, rtt=0.001, rttvar=0.0))
+    conn.azguard_probing = True
+    with _runtime.testing(monotonic=lambda: now[0]):
+        _watchdog.watch(conn, T0)
+        # The thread's own sweeps read the fake clock: nothing happens
+        # until it is moved, however long the thread runs.
+        assert conn.aborted == []
+        now[0] = T0 + 3.3
+        assert wait_until(lambda: conn.aborted == ["blackhole"], timeout=10.0)
+    assert _watchdog.inflight() == []  # testing() leaves a clean process
+
+
+def test_runtime_reset_forgets_every_piece_of_process_state() -> None:
+    from requests_azguard import _runtime
+    from requests_azguard._breaker_registry import registry
+    from requests_azguard._condemn import condemn, condemned_at
+    from requests_azguard._policy import Decision, decision_for, set_decision
+
+    before = registry()
+    condemn(("10.0.0.9", 80), 1.0)
+    set_decision("ECONNRESET", Decision(evict=True, condemn=False, retry=False, blame="nobody"))
+    conn = _FakeFlowConn(FlowState(0, 0, 0.0, 0.001, 0.0))
+    _watchdog.watch(conn, T0)
+    _runtime.reset()
+    assert registry() is not before
+    assert condemned_at(("10.0.0.9", 80)) is None
+    assert decision_for("ECONNRESET").retry
+    assert _watchdog.inflight() == []
