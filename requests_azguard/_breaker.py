@@ -133,6 +133,12 @@ class HostBreaker(FleetSync):
         self._trial_until = 0.0
         self._epoch = 0
         self.last_used = 0.0
+        # Plain-attribute mirrors of the storage for the lock-free fast paths
+        # (pybreaker's are properties, a Python call each on every request):
+        # closed, and closed with nothing counted here or in Redis.  Written
+        # by _step only (and by the fleet sync's counter), under the lock.
+        self._closed = True
+        self._calm = True
         self._init_sync(shared, sync_interval)
 
     def __repr__(self) -> str:
@@ -147,6 +153,11 @@ class HostBreaker(FleetSync):
         return self._retry_at if self.state != CLOSED else None
 
     @property
+    def closed(self) -> bool:
+        """Closed (lock-free read of a plain attribute; see ``_mirror``)."""
+        return self._closed
+
+    @property
     def evictable(self) -> bool:
         return self.storage.state == CLOSED and self._trials == 0
 
@@ -158,7 +169,15 @@ class HostBreaker(FleetSync):
         after, effects = transition(before, event, now, self.limits)
         if after != before:
             self._store(before, after)
+        self._mirror()
         return effects
+
+    def _mirror(self) -> None:
+        closed = self.storage.state == CLOSED
+        self._calm = (
+            closed and not self.storage.counter and not self._timeouts and not self._shared_counter
+        )
+        self._closed = closed
 
     def _load(self) -> BreakerState:
         storage = self.storage
@@ -213,7 +232,7 @@ class HostBreaker(FleetSync):
         self.last_used = now
         if self.shared is not None and now >= self._next_sync:
             self._pull(now)
-        if self.storage.state == CLOSED:
+        if self._closed:
             return 0  # transition()'s answer for a closed breaker, lock-free
         with self._lock:
             effects = self._step(ADMIT, now)
@@ -231,11 +250,7 @@ class HostBreaker(FleetSync):
         """A good outcome.  ``fresh``: it came on a connection opened for it,
         which proves the host reachable now, so a breaker that is not closed
         closes on it (a trial or not)."""
-        if (
-            not ticket
-            and not (fresh and self.storage.state != CLOSED)
-            and not (self.storage.counter or self._timeouts or self._shared_counter)
-        ):
+        if not ticket and self._calm:
             return  # the common case, lock-free: nothing to reset, here or in Redis
         with self._lock:
             effects = self._step(Success(ticket, fresh), now)

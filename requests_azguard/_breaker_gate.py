@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable, Final, Optional
 import requests
 from urllib3 import exceptions as u3
 
-from ._breaker import CLOSED, HostBreaker
+from ._breaker import HostBreaker
 from ._breaker_registry import registry
 from ._errors import CircuitOpenError, ConfigError, ProxyCircuitOpenError
 from ._failure import failure_of, unattached
@@ -25,7 +25,7 @@ from ._policy import HOST, NOBODY, PROXY
 if TYPE_CHECKING:
     from ._config import GuardConfig
 
-__all__ = ["guarded_send", "record_exception", "record_status"]
+__all__ = ["guarded_send", "record_exception"]
 
 _log = logging.getLogger("requests_azguard.breaker")
 
@@ -58,22 +58,6 @@ def record_exception(
             proxy.record_failure(proxy_ticket, now, timeout=timeout)
         else:
             proxy.record_neutral(proxy_ticket, now)
-
-
-def record_status(
-    breaker: HostBreaker,
-    ticket: int,
-    status: int,
-    config: GuardConfig,
-    now: float,
-    fresh: bool = False,
-) -> None:
-    """Count a response: one of ``config.breaker_statuses`` blames the host,
-    any other status is a success (``fresh``: see ``record_success``)."""
-    if status in config.breaker_statuses:
-        breaker.record_failure(ticket, now)
-    else:
-        breaker.record_success(ticket, now, fresh)
 
 
 def _fresh(response: requests.Response) -> bool:
@@ -151,8 +135,12 @@ def guarded_send(
     except BaseException as exc:
         record_exception(breaker, ticket, exc, clock(), proxy, proxy_ticket)
         raise
-    fresh = breaker.storage.state != CLOSED and _fresh(response)
-    record_status(breaker, ticket, response.status_code, config, clock(), fresh)
+    if response.status_code in config.breaker_statuses:
+        breaker.record_failure(ticket, clock())
+    else:
+        # Only a breaker that is not closed cares whether the connection was
+        # fresh (see record_success): asked then, not on every request.
+        breaker.record_success(ticket, clock(), not breaker.closed and _fresh(response))
     if proxy is not None:
         # The proxy carried the request there and back: it works.
         proxy.record_success(proxy_ticket, clock())

@@ -53,6 +53,9 @@ class FleetSync:
     def _notify(self, changes: Tuple[Tuple[str, str], ...]) -> None:
         raise NotImplementedError
 
+    def _mirror(self) -> None:
+        raise NotImplementedError
+
     def _init_sync(self, shared: Optional[RedisBreakerStorage], sync_interval: float) -> None:
         self.shared = shared
         self._sync_interval = sync_interval
@@ -79,6 +82,7 @@ class FleetSync:
             return None
         # An ordinary success resets the fleet's count too, once.
         self._shared_counter = 0
+        self._mirror()
         return self._reserve(True)
 
     # -- writing (no lock held) ---------------------------------------------------
@@ -173,6 +177,7 @@ class FleetSync:
                     self._next_sync = now
             else:
                 self._shared_counter = snap.fail_counter
+                self._mirror()
                 if effects.closed:
                     self._pending_push = False
         self._notify(effects.changes)

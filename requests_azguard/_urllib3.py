@@ -37,8 +37,8 @@ from urllib3.exceptions import HTTPError as Urllib3HTTPError
 from urllib3.util.retry import Retry
 
 from ._breaker import BreakerSettings, HostBreaker
-from ._breaker_gate import record_exception, record_status
-from ._breaker_registry import _origin_key, registry
+from ._breaker_gate import record_exception
+from ._breaker_registry import BreakerRegistry, _origin_key, registry
 from ._config import GuardConfig
 from ._connection import AzHTTPConnection, AzHTTPSConnection, GuardedConnection
 from ._errors import CircuitOpenError, ConfigError
@@ -143,8 +143,9 @@ class _FrontDoorPool:
         super().__init__(*args, **kwargs)
         self._azguard_gate = _Gate()
 
-    def _azguard_breaker_for(self, config: GuardConfig, url: str) -> HostBreaker:
-        reg = registry()
+    def _azguard_breaker_for(
+        self, config: GuardConfig, url: str, reg: BreakerRegistry
+    ) -> HostBreaker:
         if url[:1] != "/" and "://" in url:
             # Absolute form (plain HTTP through a proxy): the target is guarded.
             end = url.find("/", url.index("://") + 3)
@@ -192,8 +193,13 @@ class _FrontDoorPool:
             return super().urlopen(  # type: ignore[misc]
                 method, url, body, headers, retries, *args, **kwargs
             )
-        breaker = self._azguard_breaker_for(config, url)
-        clock = registry().clock
+        reg = registry()
+        known = self._azguard_breaker
+        if known is not None and known[0] is reg and known[1] == reg.generation and url[:1] == "/":
+            breaker = known[2]  # this pool's origin, as on nearly every request
+        else:
+            breaker = self._azguard_breaker_for(config, url, reg)
+        clock = reg.clock
         try:
             ticket = breaker.admit(clock())
         except CircuitOpenError as err:
@@ -208,7 +214,10 @@ class _FrontDoorPool:
             raise
         finally:
             gate.depth = 0
-        record_status(breaker, ticket, response.status, config, clock())
+        if response.status in config.breaker_statuses:
+            breaker.record_failure(ticket, clock())
+        else:
+            breaker.record_success(ticket, clock())
         return response
 
 
