@@ -17,6 +17,7 @@ from requests.adapters import HTTPAdapter
 from requests.utils import select_proxy
 from urllib3.exceptions import DecodeError, ReadTimeoutError
 from urllib3.util.retry import Retry
+from urllib3.util.timeout import Timeout
 
 from ._breaker_gate import guarded_send
 from ._breaker_registry import BreakerKey, BreakerLookup
@@ -31,7 +32,7 @@ from ._keepalive import (
     usable_options,
 )
 from ._policy import is_body_error, iter_chain
-from ._pool import AzPoolManager, AzProxyManager, preload
+from ._pool import AzPoolManager, AzProxyManager, PreloadTimeout
 from ._prometheus import enable_from_config as enable_metrics_from_config
 from ._retry import AzRetry
 
@@ -217,19 +218,14 @@ class AzGuardAdapter(HTTPAdapter):
                 return super().send(
                     request, stream=True, timeout=timeout, verify=verify, cert=cert, proxies=proxies
                 )
-            previous = preload.on
-            preload.on = True
-            try:
-                response = super().send(
-                    request,
-                    stream=False,
-                    timeout=timeout,
-                    verify=verify,
-                    cert=cert,
-                    proxies=proxies,
-                )
-            finally:
-                preload.on = previous
+            response = super().send(
+                request,
+                stream=False,
+                timeout=_preloading(timeout),
+                verify=verify,
+                cert=cert,
+                proxies=proxies,
+            )
         except requests.RequestException as exc:
             mapped = _as_guard_error(exc, request)
             if mapped is exc:
@@ -244,6 +240,21 @@ class AzGuardAdapter(HTTPAdapter):
         response._content = data if data is not None else b""
         response._content_consumed = True  # type: ignore[attr-defined]
         return response
+
+
+def _preloading(timeout: Any) -> Any:
+    """``timeout`` as the ``PreloadTimeout`` that tells the pool to read the
+    body inside urlopen, built the way ``HTTPAdapter.send`` builds its own
+    (so that a bad value fails there, and in the same way)."""
+    if isinstance(timeout, tuple):
+        try:
+            connect, read = timeout
+            return PreloadTimeout(connect=connect, read=read)
+        except ValueError:
+            return timeout  # requests raises its own ValueError for it
+    if isinstance(timeout, Timeout):
+        return PreloadTimeout(connect=timeout._connect, read=timeout._read, total=timeout.total)
+    return PreloadTimeout(connect=timeout, read=timeout)
 
 
 def _as_guard_error(exc: requests.RequestException, request: requests.PreparedRequest) -> Exception:

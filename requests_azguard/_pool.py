@@ -19,6 +19,7 @@ from requests.structures import CaseInsensitiveDict
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.poolmanager import PoolManager, ProxyManager
 from urllib3.util.retry import Retry
+from urllib3.util.timeout import Timeout
 
 from . import _fork
 from ._config import GuardConfig
@@ -33,7 +34,7 @@ __all__ = [
     "AzPoolManager",
     "AzProxyManager",
     "GuardedPool",
-    "preload",
+    "PreloadTimeout",
 ]
 
 # urllib3 2.x asks the connection (``is_connected``) and so runs the guard's
@@ -42,16 +43,17 @@ __all__ = [
 _URLLIB3_ASKS_CONNECTION = hasattr(urllib3.connection.HTTPConnection, "is_connected")
 
 
-class _Preload(threading.local):
-    """Per thread: while ``on``, urlopen reads the whole body before
-    returning, so a failure while reading it is retried by urllib3 like any
-    other (requests reads a ``stream=False`` body right after ``send()``
-    anyway).  The adapter turns it on around its call into requests."""
+class PreloadTimeout(Timeout):
+    """The timeout of a request whose whole body urlopen reads before
+    returning, so that a failure while reading it is retried by urllib3 like
+    any other (requests reads a ``stream=False`` body right after ``send()``
+    anyway).
 
-    on = False
-
-
-preload = _Preload()
+    The adapter passes it as the request's timeout: requests hands a
+    ``Timeout`` to ``urlopen`` unchanged, so the fact travels down with the
+    call that it is about, and urllib3 clones it into a plain ``Timeout``
+    before using it.
+    """
 
 
 class _Attempt:
@@ -197,7 +199,7 @@ class GuardedPool:
         # What _get_conn needs to prepare the connection this attempt gets.
         # urllib3 calls urlopen again for each retry, with the new Retry.
         # (body, headers and retries come first on both 1.26 and 2.x.)
-        if preload.on:
+        if kwargs.get("timeout").__class__ is PreloadTimeout:
             kwargs["preload_content"] = True
             kwargs["decode_content"] = True
         # A body not preloaded is the caller's (requests' stream=True).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from typing import Any
 
 import pytest
 import requests
@@ -123,7 +124,9 @@ def test_default_timeout_applies_only_without_explicit_timeout() -> None:
                 s.get("http://127.0.0.1:9/", **kwargs)
     finally:
         ra.HTTPAdapter.send = orig  # type: ignore[method-assign]
-    assert seen == [(1.5, 9.0), 3]
+    # A stream=False request's timeout reaches requests as the Timeout that
+    # also tells the pool to read the body inside urlopen (_pool.PreloadTimeout).
+    assert [(t.connect_timeout, t.read_timeout) for t in seen] == [(1.5, 9.0), (3, 3)]
 
 
 def test_socket_options_reach_pools_but_not_the_pool_key() -> None:
@@ -146,3 +149,19 @@ def test_socket_options_reach_pools_but_not_the_pool_key() -> None:
         proxied.connection_from_host("example.invalid", 80, "http").conn_kw["socket_options"]
         == adapter.azguard_socket_options()
     )
+
+
+@pytest.mark.parametrize(
+    "timeout", [(1, 2, 3), ("fast", 2), -1, object()], ids=["triple", "text", "negative", "object"]
+)
+def test_a_bad_timeout_fails_as_it_does_with_plain_requests(timeout: Any) -> None:
+    def error(adapter: requests.adapters.HTTPAdapter) -> BaseException:
+        s = requests.Session()
+        s.mount("http://", adapter)
+        with pytest.raises(Exception) as info:
+            s.get("http://127.0.0.1:9/", timeout=timeout)
+        return info.value
+
+    plain, guarded = error(requests.adapters.HTTPAdapter()), error(AzGuardAdapter(GuardConfig()))
+    assert type(guarded) is type(plain)
+    assert str(guarded) == str(plain)
