@@ -29,6 +29,7 @@ from requests_azguard._instrument import EVENTS, Instrumentation, hooks
 pc = pytest.importorskip("prometheus_client")
 from conftest import need_tool  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+from recorder import emit_every_event  # noqa: E402
 from servers import Action, HTTPTestServer, rst_close, wait_until  # noqa: E402
 
 from requests_azguard import _prometheus  # noqa: E402
@@ -82,19 +83,6 @@ def total(found: Samples, name: str, **labels: str) -> float:
             continue
         value += v
     return value
-
-
-def emit_every_event(backend: Instrumentation, host: str) -> None:
-    backend.connection_opened(host, 0.003)
-    backend.connection_reused(host)
-    backend.connection_evicted(host, "peer_closed")
-    backend.error(host, "ECONNRESET")
-    backend.retry(host, "ECONNRESET")
-    backend.blackhole(host)
-    backend.condemned(host, 3)
-    backend.breaker_transition(host, "closed", "open")
-    backend.fallback_served(host)
-    backend.tcp_info(host, 0.0004, "healthy")
 
 
 def exported_names() -> Set[str]:
