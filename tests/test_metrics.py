@@ -30,7 +30,7 @@ pc = pytest.importorskip("prometheus_client")
 from conftest import need_tool  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 from recorder import emit_every_event  # noqa: E402
-from servers import Action, HTTPTestServer, rst_close, wait_until  # noqa: E402
+from servers import Action, HTTPTestServer, free_port, rst_close, wait_until  # noqa: E402
 
 from requests_azguard import _prometheus  # noqa: E402
 from requests_azguard._prometheus import (  # noqa: E402
@@ -44,13 +44,6 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 
 Samples = Dict[Tuple[str, FrozenSet[Tuple[str, str]]], float]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def scrape(port: int, addr: str = "127.0.0.1") -> str:
