@@ -16,10 +16,11 @@ import pytest
 import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pooled import pooled_sockets
 from recorder import Recorder
 from redis_fixtures import RedisServer, redis_server  # noqa: F401 - fixture
 from servers import Action, HTTPTestServer
-from sockopts import LINUX, pooled_sockets, read_options
+from sockopts import LINUX, read_options
 
 from requests_azguard import CircuitOpenError, ConfigError, GuardConfig, mount
 from requests_azguard._breaker import OPEN, registry, reset_breakers

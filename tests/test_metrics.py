@@ -28,6 +28,7 @@ from requests_azguard._instrument import EVENTS, Instrumentation, hooks
 
 pc = pytest.importorskip("prometheus_client")
 from conftest import need_tool  # noqa: E402
+from pooled import pooled_sockets  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 from recorder import emit_every_event  # noqa: E402
 from servers import Action, HTTPTestServer, free_port, rst_close, wait_until  # noqa: E402
@@ -258,13 +259,7 @@ def test_metrics_port_from_the_environment_serves_in_a_real_process() -> None:
 def pooled_socket_readable(session: requests.Session, url: str) -> bool:
     """True when an idle pooled connection to ``url`` has something pending
     (here: the RST), read without consuming it."""
-    manager = session.get_adapter(url).poolmanager  # type: ignore[attr-defined]
-    socks = [
-        c.sock
-        for key in list(manager.pools.keys())
-        for c in list(manager.pools[key].pool.queue)
-        if c is not None and c.sock is not None
-    ]
+    socks = pooled_sockets(session, url)
     if not socks:
         return False
     readable, _, _ = select.select(socks, [], [], 0)

@@ -21,6 +21,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 import requests
+from pooled import only_pooled
 from recorder import Recorder
 from servers import Action, HTTPTestServer, rst_close, wait_until
 
@@ -70,23 +71,6 @@ def _clean_guard_state() -> Iterator[None]:
 
 def guarded(config: Optional[GuardConfig] = None) -> requests.Session:
     return requests_azguard.mount(requests.Session(), config or GuardConfig(breaker=False))
-
-
-def pooled(session: requests.Session, url: str) -> List[Any]:
-    """The idle connections with a live socket in the pools serving ``url``."""
-    manager = session.get_adapter(url).poolmanager  # type: ignore[attr-defined]
-    return [
-        c
-        for key in list(manager.pools.keys())
-        for c in list(manager.pools[key].pool.queue)
-        if c is not None and c.sock is not None
-    ]
-
-
-def only_pooled(session: requests.Session, url: str) -> Any:
-    conns = pooled(session, url)
-    assert len(conns) == 1, conns
-    return conns[0]
 
 
 def readable(conn: Any) -> bool:
