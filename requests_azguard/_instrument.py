@@ -17,6 +17,7 @@ import threading
 import weakref
 from typing import (
     Any,
+    Callable,
     Dict,
     Iterable,
     List,
@@ -25,6 +26,7 @@ from typing import (
     Sequence,
     Set,
     Tuple,
+    cast,
     runtime_checkable,
 )
 
@@ -66,6 +68,11 @@ class Instrumentation(Protocol):
     def tcp_info(self, host: str, rtt_seconds: float, grade: str) -> None: ...
 
 
+#: The event names, in the Protocol's order: the one list the dispatcher's
+#: forwarding (and any back-end built by introspection) is generated from.
+EVENTS: Tuple[str, ...] = tuple(name for name in vars(Instrumentation) if not name.startswith("_"))
+
+
 class NoopInstrumentation:
     """The default: reports go nowhere."""
 
@@ -104,7 +111,9 @@ class _Dispatch:
     """Forwards each event to every registered back-end.
 
     A back-end that raises never breaks the request that reported the event:
-    the failure is logged once per back-end and event, then ignored.
+    the failure is logged once per back-end and event, then ignored.  Its
+    event methods are generated from ``EVENTS`` (below), so a new event is
+    written once in the Protocol, not again here.
     """
 
     def __init__(self, backends: Sequence[Instrumentation]) -> None:
@@ -127,41 +136,20 @@ class _Dispatch:
                         exc_info=True,
                     )
 
-    def connection_opened(self, host: str, connect_seconds: float) -> None:
-        self._emit("connection_opened", host, connect_seconds)
 
-    def connection_reused(self, host: str) -> None:
-        self._emit("connection_reused", host)
+def _forwarder(event: str) -> Callable[..., None]:
+    """The dispatcher's method for ``event``: hand the report to ``_emit``."""
 
-    def connection_evicted(self, host: str, reason: str) -> None:
-        self._emit("connection_evicted", host, reason)
+    def forward(self: _Dispatch, *args: object) -> None:
+        self._emit(event, *args)
 
-    def error(self, host: str, errno_name: str) -> None:
-        self._emit("error", host, errno_name)
-
-    def retry(self, host: str, reason: str) -> None:
-        self._emit("retry", host, reason)
-
-    def blackhole(self, host: str) -> None:
-        self._emit("blackhole", host)
-
-    def condemned(self, host: str, connections: int) -> None:
-        self._emit("condemned", host, connections)
-
-    def breaker_transition(self, host: str, old: str, new: str) -> None:
-        self._emit("breaker_transition", host, old, new)
-
-    def fallback_served(self, host: str) -> None:
-        self._emit("fallback_served", host)
-
-    def tcp_info(self, host: str, rtt_seconds: float, grade: str) -> None:
-        self._emit("tcp_info", host, rtt_seconds, grade)
+    forward.__name__ = event
+    forward.__qualname__ = f"_Dispatch.{event}"
+    return forward
 
 
-#: The event names of the Protocol, for back-ends built by introspection.
-EVENTS: Tuple[str, ...] = tuple(
-    name for name in vars(NoopInstrumentation) if not name.startswith("_")
-)
+for _event in EVENTS:
+    setattr(_Dispatch, _event, _forwarder(_event))
 
 
 class HostLabels:
@@ -268,7 +256,12 @@ def hooks() -> Instrumentation:
 
 def _rebuild() -> None:
     global _current
-    _current = _Dispatch(_backends) if _backends else NoopInstrumentation()
+    if not _backends:
+        _current = NoopInstrumentation()
+        return
+    # The cast stands for what mypy cannot see: the forwarding is generated
+    # from EVENTS (tests check the dispatcher satisfies the Protocol).
+    _current = cast(Instrumentation, _Dispatch(_backends))
 
 
 def add_instrumentation(backend: Instrumentation) -> None:

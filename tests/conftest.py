@@ -10,6 +10,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
+from recorder import Recorder
 from servers import HTTPTestServer
 
 REQUIRE_CHAOS = os.environ.get("AZGUARD_REQUIRE_CHAOS") == "1"
@@ -90,3 +91,14 @@ def _clean_process_state() -> Iterator[None]:
     _runtime.reset()
     yield
     _runtime.reset()
+
+
+@pytest.fixture
+def recorder() -> Recorder:
+    """A registered ``Recorder``: assert on its events after the requests
+    (an assertion inside a hook is swallowed by the dispatcher)."""
+    from requests_azguard._instrument import add_instrumentation
+
+    rec = Recorder()
+    add_instrumentation(rec)
+    return rec

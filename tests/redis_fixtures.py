@@ -15,21 +15,15 @@ from typing import Iterator, List, Optional, Tuple
 
 import pytest
 from conftest import need, need_tool
+from servers import free_port
 
 __all__ = [
     "BreakerProcess",
     "RedisServer",
     "driver_main",
-    "free_port",
     "redis_server",
     "redis_server_with_password",
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class RedisServer:

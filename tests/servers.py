@@ -24,6 +24,7 @@ __all__ = [
     "HTTPTestServer",
     "ProxyServer",
     "Request",
+    "free_port",
     "rst_close",
 ]
 
@@ -359,6 +360,13 @@ class ProxyServer:
                 if not data:
                     return
                 (b if s is a else a).sendall(data)
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on right now (free until someone binds it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:

@@ -3,24 +3,9 @@
 from __future__ import annotations
 
 import socket
-from typing import Any, Dict, List
-
-from requests.adapters import HTTPAdapter
+from typing import Any, Dict
 
 LINUX = hasattr(socket, "TCP_KEEPIDLE") and hasattr(socket, "TCP_USER_TIMEOUT")
-
-
-def pooled_sockets(adapter: HTTPAdapter) -> List[Any]:
-    """Every socket idle in the adapter's pools, direct and behind proxies."""
-    managers = [adapter.poolmanager, *adapter.proxy_manager.values()]
-    socks = []
-    for manager in managers:
-        for key in list(manager.pools.keys()):
-            pool = manager.pools[key]
-            for conn in list(pool.pool.queue):
-                if conn is not None and conn.sock is not None:
-                    socks.append(conn.sock)
-    return socks
 
 
 def read_options(sock: Any) -> Dict[str, int]:

@@ -7,8 +7,9 @@ from typing import Dict, Tuple
 
 import pytest
 import requests
+from pooled import pooled_sockets
 from servers import HTTPTestServer, ProxyServer
-from sockopts import LINUX, pooled_sockets, read_options
+from sockopts import LINUX, read_options
 
 import requests_azguard
 from requests_azguard import AzGuardAdapter, GuardConfig

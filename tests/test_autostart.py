@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import site
 import socket
 import subprocess
@@ -40,6 +41,7 @@ import json, multiprocessing, socket, sys, threading
 BEFORE = sorted(m for m in sys.modules if m.split(".")[0] in ("requests", "requests_azguard"))
 
 import requests
+from pooled import pooled_sockets  # the tests' helper, copied beside this program
 
 URL = sys.argv[1]
 CHECKS = sys.argv[2].split(",")
@@ -52,15 +54,6 @@ def read_back(sock):
     return out
 
 
-def pooled(adapter):
-    socks = []
-    pools = adapter.poolmanager.pools
-    for key in list(pools.keys()):
-        pool = pools[key]
-        socks.extend(c.sock for c in list(pool.pool.queue) if c is not None and c.sock)
-    return socks
-
-
 def via_get():
     # requests.get closes its Session on return: look at the socket from a
     # response hook, once the body is read and the connection is pooled.
@@ -68,7 +61,7 @@ def via_get():
 
     def grab(r, **kwargs):
         r.content
-        seen.extend(read_back(s) for s in pooled(r.connection))
+        seen.extend(read_back(s) for s in pooled_sockets(r.connection))
 
     requests.get(URL, timeout=10, hooks={"response": grab})
     return seen[0] if len(seen) == 1 else {"error": repr(seen)}
@@ -77,7 +70,7 @@ def via_get():
 def via_session():
     s = requests.Session()
     s.get(URL, timeout=10)
-    socks = pooled(s.get_adapter(URL))
+    socks = pooled_sockets(s.get_adapter(URL))
     return read_back(socks[0]) if len(socks) == 1 else {"error": repr(socks)}
 
 
@@ -152,6 +145,7 @@ def run_legacy(
 ) -> Dict[str, Any]:
     script = tmp_path / "legacy.py"
     script.write_text(LEGACY)
+    shutil.copy(Path(__file__).with_name("pooled.py"), tmp_path)
     argv = [sys.executable, str(script), url, ",".join(checks)]
     if via_run:
         argv = [sys.executable, "-m", "requests_azguard", "run", "--", *argv]

@@ -18,8 +18,8 @@ from typing import Any, Dict, List, Tuple
 
 import pytest
 import requests
+from pooled import pooled_sockets
 from servers import Action, HTTPTestServer
-from sockopts import pooled_sockets
 
 from requests_azguard import GuardConfig, mount
 

@@ -16,9 +16,11 @@ import pytest
 import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pooled import pooled_sockets
+from recorder import Recorder
 from redis_fixtures import RedisServer, redis_server  # noqa: F401 - fixture
 from servers import Action, HTTPTestServer
-from sockopts import LINUX, pooled_sockets, read_options
+from sockopts import LINUX, read_options
 
 from requests_azguard import CircuitOpenError, ConfigError, GuardConfig, mount
 from requests_azguard._breaker import OPEN
@@ -459,10 +461,8 @@ def test_azguard_auto_off_imports_nothing(value: str) -> None:
     assert out.stderr == ""
 
 
-def test_ipv6_host_label_is_bracketed() -> None:
+def test_ipv6_host_label_is_bracketed(recorder: Recorder) -> None:
     import threading
-
-    from requests_azguard import Instrumentation, add_instrumentation
 
     try:
         listener = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
@@ -480,20 +480,13 @@ def test_ipv6_host_label_is_bracketed() -> None:
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
-    labels: list = []
-
-    class Labels(Instrumentation):
-        def connection_opened(self, host: str, connect_seconds: float) -> None:
-            labels.append(host)
-
-    add_instrumentation(Labels())
     try:
         with mount(requests.Session(), GuardConfig()) as s:
             assert s.get(f"http://[::1]:{port}/", timeout=10).text == "ok"
     finally:
         thread.join(10)
         listener.close()
-    assert labels == [f"http://[::1]:{port}"]
+    assert recorder.values("connection_opened", "host") == [f"http://[::1]:{port}"]
 
 
 def test_pth_line_knows_the_same_false_spellings_as_the_hook() -> None:

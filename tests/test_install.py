@@ -15,8 +15,9 @@ import pytest
 import requests
 import requests.adapters
 import requests.sessions
+from pooled import pooled_sockets
 from servers import HTTPTestServer
-from sockopts import LINUX, pooled_sockets
+from sockopts import LINUX
 
 import requests_azguard
 from requests_azguard import AzGuardAdapter, ConfigError, GuardConfig

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import inspect
 import logging
-from typing import Any, List, Tuple
 
 import pytest
+import requests
+from recorder import Recorder, emit_every_event, every_event
+from servers import HTTPTestServer
 
 import requests_azguard
 from requests_azguard import ConfigError
@@ -22,17 +24,6 @@ from requests_azguard._instrument import (
     reset_instrumentation,
 )
 from requests_azguard._log import LoggingInstrumentation, format_peer, log_decision
-
-
-class Recorder(NoopInstrumentation):
-    def __init__(self) -> None:
-        self.calls: List[Tuple[str, Tuple[Any, ...]]] = []
-
-    def connection_evicted(self, host: str, reason: str) -> None:
-        self.calls.append(("connection_evicted", (host, reason)))
-
-    def breaker_transition(self, host: str, old: str, new: str) -> None:
-        self.calls.append(("breaker_transition", (host, old, new)))
 
 
 class Exploding(NoopInstrumentation):
@@ -66,10 +57,10 @@ def test_events_reach_every_backend_and_removal_stops_them() -> None:
         ("connection_evicted", ("http://h:80", "idle")),
         ("breaker_transition", ("http://h:80", "closed", "open")),
     ]
-    assert a.calls == expected and b.calls == expected
+    assert a.events == expected and b.events == expected
     remove_instrumentation(a)
     hooks().connection_evicted("http://h:80", "age")
-    assert len(a.calls) == 2 and len(b.calls) == 3
+    assert len(a.events) == 2 and len(b.events) == 3
     reset_instrumentation()
     assert isinstance(hooks(), NoopInstrumentation)
 
@@ -82,9 +73,39 @@ def test_failing_backend_never_breaks_the_caller_and_is_logged_once(
     with caplog.at_level(logging.WARNING, logger="requests_azguard"):
         for _ in range(3):
             hooks().connection_evicted("http://h:80", "idle")
-    assert len(good.calls) == 3  # later back-ends still get the event
+    assert len(good.events) == 3  # later back-ends still get the event
     failures = [r for r in caplog.records if "failed in connection_evicted" in r.getMessage()]
     assert len(failures) == 1
+
+
+def test_dispatcher_forwards_every_event_of_the_protocol() -> None:
+    # The dispatcher's methods are generated from EVENTS: each one must exist,
+    # satisfy the Protocol and hand over its arguments unchanged.
+    rec = Recorder()
+    add_instrumentation(rec)
+    assert isinstance(hooks(), Instrumentation) and not isinstance(hooks(), NoopInstrumentation)
+    emit_every_event(hooks(), "http://h:80")
+    assert rec.events == every_event("http://h:80")
+    assert [name for name, _ in rec.events] == list(EVENTS)
+
+
+def test_a_hook_that_raises_is_swallowed_so_tests_assert_outside_it(
+    recorder: Recorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Why tests record and assert afterwards: an assertion failing inside a
+    # hook never reaches the test, the request succeeds regardless.
+    class Asserting(NoopInstrumentation):
+        def connection_opened(self, host: str, connect_seconds: float) -> None:
+            raise AssertionError("never seen by the test")
+
+    add_instrumentation(Asserting())
+    logs = caplog.at_level(logging.WARNING, logger="requests_azguard")
+    with logs, HTTPTestServer() as srv, requests_azguard.mount(requests.Session()) as s:
+        assert s.get(srv.url, timeout=5).ok
+        assert s.get(srv.url, timeout=5).ok
+    assert any("failed in connection_opened" in r.getMessage() for r in caplog.records)
+    assert recorder.values("connection_opened", "host") == [f"http://127.0.0.1:{srv.port}"]
+    assert len(recorder.of("connection_reused")) == 1
 
 
 def test_non_conforming_backend_is_a_config_error() -> None:

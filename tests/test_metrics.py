@@ -28,8 +28,10 @@ from requests_azguard._instrument import EVENTS, Instrumentation, hooks
 
 pc = pytest.importorskip("prometheus_client")
 from conftest import need_tool  # noqa: E402
+from pooled import pooled_sockets  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
-from servers import Action, HTTPTestServer, rst_close, wait_until  # noqa: E402
+from recorder import emit_every_event  # noqa: E402
+from servers import Action, HTTPTestServer, free_port, rst_close, wait_until  # noqa: E402
 
 from requests_azguard import _prometheus  # noqa: E402
 from requests_azguard._prometheus import (  # noqa: E402
@@ -43,13 +45,6 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 
 Samples = Dict[Tuple[str, FrozenSet[Tuple[str, str]]], float]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def scrape(port: int, addr: str = "127.0.0.1") -> str:
@@ -82,19 +77,6 @@ def total(found: Samples, name: str, **labels: str) -> float:
             continue
         value += v
     return value
-
-
-def emit_every_event(backend: Instrumentation, host: str) -> None:
-    backend.connection_opened(host, 0.003)
-    backend.connection_reused(host)
-    backend.connection_evicted(host, "peer_closed")
-    backend.error(host, "ECONNRESET")
-    backend.retry(host, "ECONNRESET")
-    backend.blackhole(host)
-    backend.condemned(host, 3)
-    backend.breaker_transition(host, "closed", "open")
-    backend.fallback_served(host)
-    backend.tcp_info(host, 0.0004, "healthy")
 
 
 def exported_names() -> Set[str]:
@@ -277,13 +259,7 @@ def test_metrics_port_from_the_environment_serves_in_a_real_process() -> None:
 def pooled_socket_readable(session: requests.Session, url: str) -> bool:
     """True when an idle pooled connection to ``url`` has something pending
     (here: the RST), read without consuming it."""
-    manager = session.get_adapter(url).poolmanager  # type: ignore[attr-defined]
-    socks = [
-        c.sock
-        for key in list(manager.pools.keys())
-        for c in list(manager.pools[key].pool.queue)
-        if c is not None and c.sock is not None
-    ]
+    socks = pooled_sockets(session, url)
     if not socks:
         return False
     readable, _, _ = select.select(socks, [], [], 0)

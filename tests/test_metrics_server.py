@@ -18,7 +18,7 @@ import pytest
 
 pc = pytest.importorskip("prometheus_client")
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
-from servers import HTTPTestServer, wait_until  # noqa: E402
+from servers import HTTPTestServer, free_port, wait_until  # noqa: E402
 
 from requests_azguard import _prometheus  # noqa: E402
 from requests_azguard._prometheus import (  # noqa: E402
@@ -30,13 +30,6 @@ from requests_azguard._prometheus import (  # noqa: E402
 
 Samples = Dict[Tuple[str, FrozenSet[Tuple[str, str]]], float]
 BOUND = 60
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def samples_of(text: str) -> Samples:

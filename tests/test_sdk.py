@@ -22,6 +22,7 @@ import requests
 import urllib3
 import urllib3.poolmanager
 from conftest import Clock
+from pooled import pooled_sockets
 from servers import Action, HTTPTestServer
 from sockopts import LINUX, read_options
 from urllib3.connectionpool import HTTPConnectionPool
@@ -51,15 +52,6 @@ def _uninstalled() -> Iterator[None]:
         az.uninstall()
 
 
-def pooled_socks(manager: Any) -> List[Any]:
-    socks = []
-    for key in list(manager.pools.keys()):
-        for conn in list(manager.pools[key].pool.queue):
-            if conn is not None and conn.sock is not None:
-                socks.append(conn.sock)
-    return socks
-
-
 # -- the front door ---------------------------------------------------------------
 
 
@@ -68,7 +60,7 @@ def test_pool_manager_sets_keepalive_and_keeps_nagle_off(server: HTTPTestServer)
     assert pm.request("GET", server.url + "/a").data == b"ok"
     assert pm.request("GET", server.url + "/b").data == b"ok"
     assert server.accepted == 1  # one pooled connection, reused
-    (sock,) = pooled_socks(pm)
+    (sock,) = pooled_sockets(pm)
     opts = read_options(sock)
     assert opts["SO_KEEPALIVE"] == 1 and opts["TCP_NODELAY"] == 1
     if LINUX:
@@ -80,7 +72,7 @@ def test_callers_socket_options_are_kept_and_extended(server: HTTPTestServer) ->
     mine = [(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1), (socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 77)]
     pm = az.PoolManager(config=CFG, socket_options=mine)
     pm.request("GET", server.url + "/")
-    (sock,) = pooled_socks(pm)
+    (sock,) = pooled_sockets(pm)
     opts = read_options(sock)
     # The caller's idle wins; what it left unset comes from the guard; the
     # caller gave no TCP_NODELAY (a list replaces urllib3's defaults) and gets none.
@@ -186,7 +178,7 @@ def test_proxy_from_url_is_guarded(server: HTTPTestServer) -> None:
     assert isinstance(pm, az.ProxyManager) and isinstance(pm, urllib3.ProxyManager)
     assert pm.request("GET", "http://example.invalid/x").data == b"ok"
     assert server.requests[0].target == "http://example.invalid/x"
-    (sock,) = pooled_socks(pm)
+    (sock,) = pooled_sockets(pm)
     assert read_options(sock)["SO_KEEPALIVE"] == 1
     (breaker,) = registry().breakers()
     assert breaker.key == "http://example.invalid:80"  # the target, not the proxy

@@ -21,12 +21,13 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 import requests
+from pooled import only_pooled
+from recorder import Recorder
 from servers import Action, HTTPTestServer, rst_close, wait_until
 
 import requests_azguard
 from requests_azguard import GuardConfig, _connection, _dns, _validation
 from requests_azguard._condemn import condemn, condemned_at, reset_condemnations
-from requests_azguard._instrument import NoopInstrumentation, add_instrumentation
 from requests_azguard._tcpinfo import (
     CLOSE_WAIT,
     DEGRADED,
@@ -57,48 +58,6 @@ CFG = GuardConfig(breaker=False, max_idle=60.0, max_age=600.0)
 # -- fixtures and helpers -------------------------------------------------------
 
 
-class Recorder(NoopInstrumentation):
-    """Collects the reuse-related events, from whichever thread reports them."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.evicted: List[Tuple[str, str]] = []
-        self.reused: List[str] = []
-        self.opened: List[str] = []
-        self.tcp: List[Tuple[str, float, str]] = []
-        self.retries: List[Tuple[str, str]] = []
-        self.errors: List[Tuple[str, str]] = []
-
-    def connection_evicted(self, host: str, reason: str) -> None:
-        with self.lock:
-            self.evicted.append((host, reason))
-
-    def connection_reused(self, host: str) -> None:
-        with self.lock:
-            self.reused.append(host)
-
-    def connection_opened(self, host: str, connect_seconds: float) -> None:
-        with self.lock:
-            self.opened.append(host)
-
-    def tcp_info(self, host: str, rtt_seconds: float, grade: str) -> None:
-        with self.lock:
-            self.tcp.append((host, rtt_seconds, grade))
-
-    def retry(self, host: str, reason: str) -> None:
-        with self.lock:
-            self.retries.append((host, reason))
-
-    def error(self, host: str, errno_name: str) -> None:
-        with self.lock:
-            self.errors.append((host, errno_name))
-
-    @property
-    def reasons(self) -> List[str]:
-        with self.lock:
-            return [reason for _, reason in self.evicted]
-
-
 @pytest.fixture(autouse=True)
 def _clean_guard_state() -> Iterator[None]:
     # Condemnations and the DNS cache are process-wide: a verdict or a cached
@@ -110,32 +69,8 @@ def _clean_guard_state() -> Iterator[None]:
     _dns.default_cache.clear()
 
 
-@pytest.fixture
-def events() -> Recorder:
-    recorder = Recorder()
-    add_instrumentation(recorder)
-    return recorder
-
-
 def guarded(config: Optional[GuardConfig] = None) -> requests.Session:
     return requests_azguard.mount(requests.Session(), config or GuardConfig(breaker=False))
-
-
-def pooled(session: requests.Session, url: str) -> List[Any]:
-    """The idle connections with a live socket in the pools serving ``url``."""
-    manager = session.get_adapter(url).poolmanager  # type: ignore[attr-defined]
-    return [
-        c
-        for key in list(manager.pools.keys())
-        for c in list(manager.pools[key].pool.queue)
-        if c is not None and c.sock is not None
-    ]
-
-
-def only_pooled(session: requests.Session, url: str) -> Any:
-    conns = pooled(session, url)
-    assert len(conns) == 1, conns
-    return conns[0]
 
 
 def readable(conn: Any) -> bool:
@@ -356,7 +291,7 @@ def test_grade_moves_with_the_config() -> None:
 
 
 @pytest.mark.parametrize("how", ["fin", "rst"])
-def test_peer_close_while_idle_is_caught_before_reuse(how: str, events: Recorder) -> None:
+def test_peer_close_while_idle_is_caught_before_reuse(how: str, recorder: Recorder) -> None:
     session = guarded()
     with HTTPTestServer() as srv:
         get_ok(session, srv.url)
@@ -377,15 +312,15 @@ def test_peer_close_while_idle_is_caught_before_reuse(how: str, events: Recorder
         assert srv.accepted == 2
         assert [r.conn_id for r in srv.requests] == [0, 0, 1, 1, 1]
     # Caught by validation, not by a failed request and a retry.
-    assert events.reasons == ["peer_closed"]
-    assert events.evicted[0][0] == f"http://127.0.0.1:{srv.port}"
-    assert len(events.reused) == 3
-    assert events.retries == [] and events.errors == []
+    assert recorder.values("connection_evicted", "reason") == ["peer_closed"]
+    assert recorder.of("connection_evicted")[0][0] == f"http://127.0.0.1:{srv.port}"
+    assert len(recorder.of("connection_reused")) == 3
+    assert recorder.of("retry") == recorder.of("error") == []
     session.close()
 
 
 def test_peer_close_over_tls_checks_the_socket_under_tls(
-    tls_pair: Tuple[ssl.SSLContext, str], events: Recorder
+    tls_pair: Tuple[ssl.SSLContext, str], recorder: Recorder
 ) -> None:
     server_ctx, ca = tls_pair
     # ssl's wrap_socket detaches the accepted socket the server records, so a
@@ -401,7 +336,7 @@ def test_peer_close_over_tls_checks_the_socket_under_tls(
         get_ok(session, srv.url, ca)
         get_ok(session, srv.url, ca)
         assert srv.accepted == 1
-        assert events.reused == [f"https://127.0.0.1:{srv.port}"]
+        assert recorder.values("connection_reused", "host") == [f"https://127.0.0.1:{srv.port}"]
         conn = only_pooled(session, srv.url)
         assert isinstance(conn.azguard_raw, socket.socket)
         if IS_LINUX:
@@ -412,12 +347,12 @@ def test_peer_close_over_tls_checks_the_socket_under_tls(
         assert wait_until(lambda: readable(conn))
         get_ok(session, srv.url, ca)
         assert srv.accepted == 2
-    assert events.reasons == ["peer_closed"]
-    assert events.retries == [] and events.errors == []
+    assert recorder.values("connection_evicted", "reason") == ["peer_closed"]
+    assert recorder.of("retry") == recorder.of("error") == []
     session.close()
 
 
-def test_connection_closed_on_purpose_is_not_an_eviction(events: Recorder) -> None:
+def test_connection_closed_on_purpose_is_not_an_eviction(recorder: Recorder) -> None:
     # "Connection: close" ends the connection by agreement; the next request
     # opens a new one without anything being judged dead.
     with HTTPTestServer(lambda req: Action(close=req.conn_id == 0)) as srv:
@@ -426,8 +361,8 @@ def test_connection_closed_on_purpose_is_not_an_eviction(events: Recorder) -> No
         get_ok(session, srv.url)
         get_ok(session, srv.url)
         assert srv.accepted == 2
-    assert events.reasons == []
-    assert len(events.reused) == 1
+    assert recorder.values("connection_evicted", "reason") == []
+    assert len(recorder.of("connection_reused")) == 1
     session.close()
 
 
@@ -439,27 +374,27 @@ def test_connection_closed_on_purpose_is_not_an_eviction(events: Recorder) -> No
     [("max_idle", "azguard_idle_since", 100.0), ("max_age", "azguard_opened_at", 1000.0)],
 )
 def test_aged_connection_is_replaced(
-    reason: str, attr: str, shift: float, events: Recorder
+    reason: str, attr: str, shift: float, recorder: Recorder
 ) -> None:
     session = guarded(GuardConfig(breaker=False, max_idle=60.0, max_age=600.0))
     with HTTPTestServer() as srv:
         get_ok(session, srv.url)
         get_ok(session, srv.url)  # young: reused
-        assert srv.accepted == 1 and events.reasons == []
+        assert srv.accepted == 1 and recorder.values("connection_evicted", "reason") == []
         conn = only_pooled(session, srv.url)
         setattr(conn, attr, getattr(conn, attr) - shift)
         get_ok(session, srv.url)
         assert srv.accepted == 2
         get_ok(session, srv.url)  # the replacement is young again
         assert srv.accepted == 2
-    assert events.reasons == [reason]
+    assert recorder.values("connection_evicted", "reason") == [reason]
     session.close()
 
 
 @pytest.mark.parametrize(
     "attr, shift", [("azguard_idle_since", 100.0), ("azguard_opened_at", 1000.0)]
 )
-def test_limits_off_keep_old_connections(attr: str, shift: float, events: Recorder) -> None:
+def test_limits_off_keep_old_connections(attr: str, shift: float, recorder: Recorder) -> None:
     session = guarded(GuardConfig(breaker=False, max_idle=None, max_age=None))
     with HTTPTestServer() as srv:
         get_ok(session, srv.url)
@@ -467,15 +402,15 @@ def test_limits_off_keep_old_connections(attr: str, shift: float, events: Record
         setattr(conn, attr, getattr(conn, attr) - shift)
         get_ok(session, srv.url)
         assert srv.accepted == 1
-    assert events.reasons == []
-    assert len(events.reused) == 1
+    assert recorder.values("connection_evicted", "reason") == []
+    assert len(recorder.of("connection_reused")) == 1
     session.close()
 
 
 # -- condemnation -----------------------------------------------------------------
 
 
-def test_condemned_connection_is_replaced_and_the_younger_one_kept(events: Recorder) -> None:
+def test_condemned_connection_is_replaced_and_the_younger_one_kept(recorder: Recorder) -> None:
     session = guarded()
     with HTTPTestServer() as srv:
         get_ok(session, srv.url)
@@ -484,7 +419,7 @@ def test_condemned_connection_is_replaced_and_the_younger_one_kept(events: Recor
         condemn(conn.azguard_peer, time.monotonic())
         get_ok(session, srv.url)
         assert srv.accepted == 2
-        assert events.reasons == ["condemned"]
+        assert recorder.values("connection_evicted", "reason") == ["condemned"]
         # Opened after the verdict: it is not covered by it.
         fresh = only_pooled(session, srv.url)
         verdict_at = condemned_at(fresh.azguard_peer)
@@ -492,12 +427,12 @@ def test_condemned_connection_is_replaced_and_the_younger_one_kept(events: Recor
         get_ok(session, srv.url)
         get_ok(session, srv.url)
         assert srv.accepted == 2
-    assert events.reasons == ["condemned"]
-    assert len(events.reused) == 2
+    assert recorder.values("connection_evicted", "reason") == ["condemned"]
+    assert len(recorder.of("connection_reused")) == 2
     session.close()
 
 
-def test_condemnation_from_another_thread(events: Recorder) -> None:
+def test_condemnation_from_another_thread(recorder: Recorder) -> None:
     session = guarded()
     with HTTPTestServer() as srv:
         get_ok(session, srv.url)
@@ -508,11 +443,11 @@ def test_condemnation_from_another_thread(events: Recorder) -> None:
         assert not worker.is_alive()
         get_ok(session, srv.url)
         assert srv.accepted == 2
-    assert events.reasons == ["condemned"]
+    assert recorder.values("connection_evicted", "reason") == ["condemned"]
     session.close()
 
 
-def test_condemning_another_peer_leaves_this_one_alone(events: Recorder) -> None:
+def test_condemning_another_peer_leaves_this_one_alone(recorder: Recorder) -> None:
     session = guarded()
     with HTTPTestServer() as srv, HTTPTestServer() as other:
         get_ok(session, srv.url)
@@ -522,8 +457,8 @@ def test_condemning_another_peer_leaves_this_one_alone(events: Recorder) -> None
         assert srv.accepted == 1
         get_ok(session, other.url)
         assert other.accepted == 2
-    assert events.reasons == ["condemned"]
-    assert events.evicted[0][0] == f"http://127.0.0.1:{other.port}"
+    assert recorder.values("connection_evicted", "reason") == ["condemned"]
+    assert recorder.of("connection_evicted")[0][0] == f"http://127.0.0.1:{other.port}"
     session.close()
 
 
@@ -549,7 +484,7 @@ def resolver(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeResolver]:
     yield fake
 
 
-def test_dns_drift_evicts(resolver: FakeResolver, events: Recorder) -> None:
+def test_dns_drift_evicts(resolver: FakeResolver, recorder: Recorder) -> None:
     # The "moved" answer is another loopback address; nothing ever connects to it.
     resolver.address = "127.0.0.2"
     session = guarded(GuardConfig(breaker=False, dns_recheck=30.0))
@@ -558,13 +493,13 @@ def test_dns_drift_evicts(resolver: FakeResolver, events: Recorder) -> None:
         assert resolver.calls == []  # a new connection is not validated
         get_ok(session, srv.url)
         assert srv.accepted == 2
-    assert events.reasons == ["dns_drift"]
+    assert recorder.values("connection_evicted", "reason") == ["dns_drift"]
     assert resolver.calls == [("127.0.0.1", srv.port)]
     session.close()
 
 
 def test_dns_unchanged_reuses_and_resolves_once_per_interval(
-    resolver: FakeResolver, events: Recorder
+    resolver: FakeResolver, recorder: Recorder
 ) -> None:
     session = guarded(GuardConfig(breaker=False, dns_recheck=30.0))
     with HTTPTestServer() as srv:
@@ -581,12 +516,12 @@ def test_dns_unchanged_reuses_and_resolves_once_per_interval(
         get_ok(session, srv.url)
         assert len(resolver.calls) == 2
         assert srv.accepted == 1
-    assert events.reasons == []
-    assert len(events.reused) == 6
+    assert recorder.values("connection_evicted", "reason") == []
+    assert len(recorder.of("connection_reused")) == 6
     session.close()
 
 
-def test_dns_checked_by_name_for_localhost(resolver: FakeResolver, events: Recorder) -> None:
+def test_dns_checked_by_name_for_localhost(resolver: FakeResolver, recorder: Recorder) -> None:
     session = guarded(GuardConfig(breaker=False, dns_recheck=30.0))
     with HTTPTestServer() as srv:
         url = f"http://localhost:{srv.port}"
@@ -597,12 +532,12 @@ def test_dns_checked_by_name_for_localhost(resolver: FakeResolver, events: Recor
         get_ok(session, url)
         assert srv.accepted == 2
     assert [host for host, _ in resolver.calls] == ["localhost", "localhost"]
-    assert events.reasons == ["dns_drift"]
+    assert recorder.values("connection_evicted", "reason") == ["dns_drift"]
     session.close()
 
 
 def test_dns_failure_keeps_the_connection(
-    monkeypatch: pytest.MonkeyPatch, events: Recorder
+    monkeypatch: pytest.MonkeyPatch, recorder: Recorder
 ) -> None:
     def failing(host: str, port: int) -> List[Tuple[Any, ...]]:
         raise socket.gaierror(socket.EAI_NONAME, "no such name")
@@ -613,11 +548,11 @@ def test_dns_failure_keeps_the_connection(
         get_ok(session, srv.url)
         get_ok(session, srv.url)
         assert srv.accepted == 1
-    assert events.reasons == []
+    assert recorder.values("connection_evicted", "reason") == []
     session.close()
 
 
-def test_dns_recheck_off_never_resolves(resolver: FakeResolver, events: Recorder) -> None:
+def test_dns_recheck_off_never_resolves(resolver: FakeResolver, recorder: Recorder) -> None:
     resolver.address = "127.0.0.2"
     session = guarded(GuardConfig(breaker=False, dns_recheck=None))
     with HTTPTestServer() as srv:
@@ -625,7 +560,7 @@ def test_dns_recheck_off_never_resolves(resolver: FakeResolver, events: Recorder
             get_ok(session, srv.url)
         assert srv.accepted == 1
     assert resolver.calls == []
-    assert events.reasons == []
+    assert recorder.values("connection_evicted", "reason") == []
     session.close()
 
 
@@ -664,7 +599,7 @@ def vitals_calls(monkeypatch: pytest.MonkeyPatch) -> List[Any]:
 
 @linux_only
 def test_recently_idle_connection_skips_the_kernel_queries(
-    clock: Clock, vitals_calls: List[Any], events: Recorder
+    clock: Clock, vitals_calls: List[Any], recorder: Recorder
 ) -> None:
     session = guarded()
     with HTTPTestServer() as srv:
@@ -681,14 +616,16 @@ def test_recently_idle_connection_skips_the_kernel_queries(
         get_ok(session, srv.url)
         assert vitals_calls == [conn.azguard_raw]
         assert srv.accepted == 1
-    assert events.reasons == []
+    assert recorder.values("connection_evicted", "reason") == []
     # Once at connect, once for the deep check: the shallow checks report nothing.
-    assert [g for _, _, g in events.tcp] == [HEALTHY, HEALTHY]
+    assert [g for _, _, g in recorder.of("tcp_info")] == [HEALTHY, HEALTHY]
     session.close()
 
 
 @linux_only
-def test_deep_check_after_moving_idle_since_back(vitals_calls: List[Any], events: Recorder) -> None:
+def test_deep_check_after_moving_idle_since_back(
+    vitals_calls: List[Any], recorder: Recorder
+) -> None:
     session = guarded()
     with HTTPTestServer() as srv:
         get_ok(session, srv.url)
@@ -697,7 +634,7 @@ def test_deep_check_after_moving_idle_since_back(vitals_calls: List[Any], events
         get_ok(session, srv.url)
         assert vitals_calls == [conn.azguard_raw]
         assert srv.accepted == 1
-    assert events.reasons == []
+    assert recorder.values("connection_evicted", "reason") == []
     session.close()
 
 
@@ -757,7 +694,7 @@ def _state(conn: Any) -> Optional[int]:
 
 
 @linux_only
-def test_tcp_info_reports_healthy_on_loopback(events: Recorder) -> None:
+def test_tcp_info_reports_healthy_on_loopback(recorder: Recorder) -> None:
     session = guarded()
     with HTTPTestServer() as srv:
         get_ok(session, srv.url)
@@ -765,6 +702,6 @@ def test_tcp_info_reports_healthy_on_loopback(events: Recorder) -> None:
         conn.azguard_idle_since -= 1.0  # past the gate: a deep check reports again
         get_ok(session, srv.url)
     host = f"http://127.0.0.1:{srv.port}"
-    assert [(h, g) for h, _, g in events.tcp] == [(host, HEALTHY), (host, HEALTHY)]
-    assert all(rtt > 0 for _, rtt, _ in events.tcp)
+    assert [(h, g) for h, _, g in recorder.of("tcp_info")] == [(host, HEALTHY), (host, HEALTHY)]
+    assert all(rtt > 0 for _, rtt, _ in recorder.of("tcp_info"))
     session.close()

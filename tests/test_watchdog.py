@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import pytest
 import requests
+from pooled import only_pooled
 from servers import Action, HTTPTestServer, wait_until
 
 import requests_azguard
@@ -37,18 +38,6 @@ def _options(conn: Any) -> Dict[str, int]:
         name: conn.azguard_raw.getsockopt(socket.IPPROTO_TCP, getattr(socket, name))
         for name in AT_REST
     }
-
-
-def _pooled(session: requests.Session, url: str) -> Any:
-    manager = session.get_adapter(url).poolmanager  # type: ignore[attr-defined]
-    conns = [
-        c
-        for key in manager.pools.keys()  # noqa: SIM118 - keys() is the safe snapshot
-        for c in list(manager.pools[key].pool.queue)
-        if c is not None and c.sock is not None
-    ]
-    assert len(conns) == 1, conns
-    return conns[0]
 
 
 class _Held:
@@ -82,7 +71,7 @@ def _in_background(call: Any) -> Dict[str, Any]:
 def test_requests_in_flight_keep_the_configured_options(server: HTTPTestServer) -> None:
     s = requests_azguard.mount(requests.Session(), CFG)
     s.get(server.url, timeout=5)
-    conn = _pooled(s, server.url)
+    conn = only_pooled(s, server.url)
     assert _options(conn) == AT_REST
     held = _Held()
     server.behaviour = held
@@ -100,7 +89,7 @@ def test_requests_in_flight_keep_the_configured_options(server: HTTPTestServer) 
 def test_back_to_back_gets_cost_no_option_changes(server: HTTPTestServer) -> None:
     s = requests_azguard.mount(requests.Session(), CFG)
     s.get(server.url, timeout=5)
-    conn = _pooled(s, server.url)
+    conn = only_pooled(s, server.url)
     calls = []
     raw = conn.azguard_raw
 
@@ -122,7 +111,7 @@ def test_back_to_back_gets_cost_no_option_changes(server: HTTPTestServer) -> Non
 def test_probe_options_come_off_when_the_answer_arrives(server: HTTPTestServer) -> None:
     s = requests_azguard.mount(requests.Session(), CFG)
     s.get(server.url, timeout=5)
-    conn = _pooled(s, server.url)
+    conn = only_pooled(s, server.url)
     held = _Held()
     server.behaviour = held
     run = _in_background(lambda: s.get(server.url, timeout=5))
@@ -140,7 +129,7 @@ def test_probe_options_come_off_when_the_answer_arrives(server: HTTPTestServer) 
 def test_no_probing_once_the_request_has_its_answer(server: HTTPTestServer) -> None:
     s = requests_azguard.mount(requests.Session(), CFG)
     s.get(server.url, timeout=5)
-    conn = _pooled(s, server.url)
+    conn = only_pooled(s, server.url)
     # The sweep decided to probe, but the request was unwatched meanwhile.
     assert not conn.azguard_start_probing(lambda: False)
     assert not conn.azguard_probing and _options(conn) == AT_REST
@@ -149,7 +138,7 @@ def test_no_probing_once_the_request_has_its_answer(server: HTTPTestServer) -> N
 def test_a_request_that_cannot_be_replayed_is_not_watched(server: HTTPTestServer) -> None:
     s = requests_azguard.mount(requests.Session(), CFG)
     s.get(server.url, timeout=5)
-    conn = _pooled(s, server.url)
+    conn = only_pooled(s, server.url)
     held = _Held()
     server.behaviour = held
     run = _in_background(lambda: s.post(server.url, data=b"not replayable", timeout=5))
@@ -165,7 +154,7 @@ def test_a_request_that_cannot_be_replayed_is_not_watched(server: HTTPTestServer
 def test_watchdog_off_watches_nothing(server: HTTPTestServer) -> None:
     s = requests_azguard.mount(requests.Session(), CFG.replace(ack_timeout=None))
     s.get(server.url, timeout=5)
-    conn = _pooled(s, server.url)
+    conn = only_pooled(s, server.url)
     s.get(server.url, timeout=5)
     assert not conn.azguard_watched
     assert _options(conn) == AT_REST

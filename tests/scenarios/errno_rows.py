@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -20,15 +19,10 @@ from requests_azguard.tools import netns
 netns.enter_private_netns()
 
 import requests  # noqa: E402
+from servers import free_port  # noqa: E402
 
 import requests_azguard  # noqa: E402
 from requests_azguard._policy import classify  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def fail(url: str) -> list:

@@ -15,23 +15,14 @@ from typing import Any, Dict, List
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
+from pooled import pooled_sockets  # noqa: E402 - imports neither requests nor the guard
 
 SEEN: Dict[str, Any] = {}
 
 
-def pooled(manager: Any) -> List[Any]:
-    socks = []
-    for key in list(manager.pools.keys()):
-        pool = manager.pools[key]
-        for conn in list(pool.pool.queue):
-            if conn is not None and conn.sock is not None:
-                socks.append(conn.sock)
-    return socks
-
-
 def options(socks: List[Any]) -> List[Dict[str, int]]:
-    # Whether the start-up hook brought the guard in, asked before sockopts
-    # (which imports it) is.
+    # Whether the start-up hook brought the guard in: nothing this program
+    # imports does (pooled and sockopts import neither requests nor the guard).
     SEEN["azguard_imported"] = "requests_azguard" in sys.modules
     from sockopts import read_options
     return [read_options(s) for s in socks]
@@ -60,7 +51,7 @@ def boto3_client(url: str) -> Dict[str, Any]:
         "pool": type(pool).__name__,
         "pool_mro": [c.__name__ for c in type(pool).__mro__],
         "connection_mro": [c.__name__ for c in pool.ConnectionCls.__mro__],
-        "sockets": options(pooled(manager)),
+        "sockets": options(pooled_sockets(manager)),
     }
 
 
@@ -78,7 +69,7 @@ def kubernetes_client(url: str) -> Dict[str, Any]:
     return {
         "names": names,
         "manager": type(manager).__module__ + "." + type(manager).__name__,
-        "sockets": options(pooled(manager)),
+        "sockets": options(pooled_sockets(manager)),
     }
 
 
@@ -98,7 +89,7 @@ def azure_client(url: str) -> Dict[str, Any]:
         "transport": type(transport).__name__,
         "adapter": type(adapter).__name__,
         "adapter_mro": [c.__name__ for c in type(adapter).__mro__],
-        "sockets": options(pooled(adapter.poolmanager)),
+        "sockets": options(pooled_sockets(adapter.poolmanager)),
     }
 
 
