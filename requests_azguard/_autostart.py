@@ -68,29 +68,27 @@ _NOT_GUARDED = "requests is NOT guarded"
 _said: set[str] = set()
 
 
-def _say(line: str) -> None:
+def _write(line: str, text: str) -> None:
+    """Write ``text`` to stderr once per ``line``; never raises."""
     stream = sys.stderr
     if stream is None or line in _said:  # pythonw and daemons may have no stderr
         return
     _said.add(line)
     try:
-        stream.write(f"azguard: {line}; {_NOT_GUARDED}\n")
+        stream.write(text)
         stream.flush()
     except Exception:
         pass
+
+
+def _say(line: str) -> None:
+    """One stderr line saying the guard is not on, and why."""
+    _write(line, f"azguard: {line}; {_NOT_GUARDED}\n")
 
 
 def _note(line: str) -> None:
     """One stderr line that is a warning, not a failure (the guard is on)."""
-    stream = sys.stderr
-    if stream is None or line in _said:
-        return
-    _said.add(line)
-    try:
-        stream.write(f"azguard: {line}\n")
-        stream.flush()
-    except Exception:
-        pass
+    _write(line, f"azguard: {line}\n")
 
 
 def _install() -> None:
