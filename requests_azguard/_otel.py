@@ -61,7 +61,7 @@ class OpenTelemetryInstrumentation:
     ) -> None:
         from opentelemetry import metrics
 
-        from . import __version__
+        from ._version import __version__
 
         provider = metrics.get_meter_provider() if meter_provider is None else meter_provider
         meter = provider.get_meter("requests_azguard", __version__)
