@@ -32,8 +32,7 @@ from ._otel import OpenTelemetryInstrumentation
 from ._policy import DEFAULT_TABLE, Decision, Policy, reset_decisions, set_decision
 from ._prometheus import PrometheusInstrumentation
 from ._urllib3 import PoolManager, ProxyManager, proxy_from_url
-
-__version__ = "0.1.0"
+from ._version import __version__ as __version__
 
 # The one list of public names (a test keeps it sorted and complete).
 __all__ = [

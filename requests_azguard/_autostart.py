@@ -17,7 +17,9 @@ its first client on; ``AZGUARD_AUTO=requests`` watches requests only.
 
 Nothing here may crash or block an interpreter: every failure becomes one line
 on stderr saying requests is NOT guarded, and the program runs on.  Only the
-standard library's already-loaded ``os`` and ``sys`` are imported.
+standard library's already-loaded ``os`` and ``sys`` are imported, and
+``_import_hook`` (shared with ``_sdk``) is loaded by path the way the ``.pth``
+line loads this file.
 """
 
 from __future__ import annotations
@@ -28,9 +30,10 @@ import sys
 # typing is not imported at run time: start-up must not pay for it.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Callable, Mapping, Optional, Sequence
+    from types import ModuleType
+    from typing import Any, Mapping, Optional, Sequence
 
-__all__ = ["PTH_NAME", "AfterExec", "RequestsHook", "find_real_spec", "start"]
+__all__ = ["PTH_NAME", "RequestsHook", "start"]
 
 #: The file name the ``.pth`` line ships under in site-packages; it sorts
 #: after setuptools' ``__editable__.*.pth`` so an editable install's finder is
@@ -65,29 +68,27 @@ _NOT_GUARDED = "requests is NOT guarded"
 _said: set[str] = set()
 
 
-def _say(line: str) -> None:
+def _write(line: str, text: str) -> None:
+    """Write ``text`` to stderr once per ``line``; never raises."""
     stream = sys.stderr
     if stream is None or line in _said:  # pythonw and daemons may have no stderr
         return
     _said.add(line)
     try:
-        stream.write(f"azguard: {line}; {_NOT_GUARDED}\n")
+        stream.write(text)
         stream.flush()
     except Exception:
         pass
+
+
+def _say(line: str) -> None:
+    """One stderr line saying the guard is not on, and why."""
+    _write(line, f"azguard: {line}; {_NOT_GUARDED}\n")
 
 
 def _note(line: str) -> None:
     """One stderr line that is a warning, not a failure (the guard is on)."""
-    stream = sys.stderr
-    if stream is None or line in _said:
-        return
-    _said.add(line)
-    try:
-        stream.write(f"azguard: {line}\n")
-        stream.flush()
-    except Exception:
-        pass
+    _write(line, f"azguard: {line}\n")
 
 
 def _install() -> None:
@@ -117,45 +118,23 @@ def _install() -> None:
         _say(f"AZGUARD_AUTO start-up hook failed ({type(exc).__name__}: {exc})")
 
 
-class AfterExec:
-    """Wraps a module's own loader: runs it, then calls ``then(module)``.
+def _load_import_hook() -> ModuleType:
+    """``_import_hook``, read from its file beside this one.
 
-    Shared with ``_sdk`` (which patches SDK modules the same way); it lives
-    here because this module is loaded by the ``.pth`` line on its own,
-    before the package, and so may import nothing of the package.
+    Importing it would import the package first, and the package imports
+    requests; so, like this file, it is loaded by path.  It is not put in
+    ``sys.modules``: the package imports its own copy when it needs it.
     """
+    import importlib.util
 
-    def __init__(self, loader: Any, then: Callable[[Any], None]) -> None:
-        self.loader = loader
-        self.then = then
-
-    def create_module(self, spec: Any) -> Any:
-        return self.loader.create_module(spec)
-
-    def exec_module(self, module: Any) -> None:
-        # Put the real loader back first so the module's __loader__/__spec__
-        # look exactly as if nothing had intervened (resources, reload, pickling).
-        spec = getattr(module, "__spec__", None)
-        if spec is not None and spec.loader is self:
-            spec.loader = self.loader
-        if getattr(module, "__loader__", None) is self:
-            module.__loader__ = self.loader
-        self.loader.exec_module(module)
-        self.then(module)
-
-
-def find_real_spec(fullname: str, path: Any, target: Any, skip: type) -> Any:
-    """The spec the other finders on ``sys.meta_path`` give (not ``skip``'s)."""
-    for finder in list(sys.meta_path):
-        if isinstance(finder, skip):
-            continue
-        find = getattr(finder, "find_spec", None)
-        if find is None:
-            continue
-        spec = find(fullname, path, target)
-        if spec is not None:
-            return spec
-    return None
+    name = "requests_azguard._import_hook"
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_import_hook.py")
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 class RequestsHook:
@@ -165,18 +144,19 @@ class RequestsHook:
 
     def __init__(self, watched: Sequence[str] = _REQUESTS_ONLY) -> None:
         self.watched = frozenset(watched)
+        self.hooks = _load_import_hook()
 
     def find_spec(
         self, fullname: str, path: Optional[Sequence[str]] = None, target: Any = None
     ) -> Any:
         if fullname not in self.watched:
             return None
-        spec = find_real_spec(fullname, path, target, RequestsHook)
+        spec = self.hooks.find_real_spec(fullname, path, target, RequestsHook)
         if spec is None:
             return None
         try:
             if spec.loader is not None and hasattr(spec.loader, "exec_module"):
-                spec.loader = AfterExec(spec.loader, self._imported)
+                spec.loader = self.hooks.AfterExec(spec.loader, self._imported)
             else:
                 _say(f"{fullname} has a loader the start-up hook cannot wrap")
                 self.remove()

@@ -21,7 +21,9 @@ So, once, in the child (``os.register_at_fork(after_in_child=...)``):
 
 Registration happens when the first guarded pool is built (importing the
 package has no side effects).  Pools and managers are found through weak
-sets filled at creation, so the request path pays nothing.
+sets filled at creation, so the request path pays nothing.  A module that
+uses this one (the watchdog, for its thread and parked connections) registers
+its own reset with :func:`on_fork` instead of being imported from here.
 """
 
 from __future__ import annotations
@@ -119,12 +121,11 @@ def _reset_breakers() -> None:
 
 
 def _reset_modules() -> None:
-    from . import _condemn, _dns, _instrument, _keepalive, _policy, _watchdog
+    from . import _condemn, _dns, _instrument, _keepalive, _policy
 
     _condemn._lock = threading.Lock()
     _condemn._condemned.clear()
     _dns.default_cache.after_fork()
-    _watchdog.after_fork_in_child()
     _instrument.after_fork_in_child()
     _keepalive._probe_lock = threading.Lock()
     _policy._lock = threading.Lock()

@@ -22,9 +22,9 @@ import warnings
 from types import ModuleType, TracebackType
 from typing import Any, List, NamedTuple, Optional, Type
 
-from ._adapter import AzGuardAdapter
 from ._config import GuardConfig, describe_env
 from ._errors import AzGuardError, ConfigError
+from ._installed import _InstalledAdapter, installed_config, set_installed_config
 from ._sdk import SdkPatches
 
 __all__ = [
@@ -57,7 +57,8 @@ class _State:
     def __init__(self) -> None:
         self.lock = threading.RLock()
         self.patch: Optional[_Patch] = None
-        self.config: Optional[GuardConfig] = None
+        # The installed config itself is kept by _installed, which the
+        # adapter and the urllib3 front door read.
         # The SDK rebindings (see _sdk), when the install reaches SDKs.
         self.sdk: Optional[SdkPatches] = None
         # Bumped on every patch, so a handle from an earlier install() cannot
@@ -73,22 +74,6 @@ def _reset_lock_after_fork() -> None:
     # A fork taken while another thread held the lock would leave the child
     # unable to ever install or uninstall.
     _state.lock = threading.RLock()
-
-
-class _InstalledAdapter(AzGuardAdapter):
-    """What ``requests.Session()`` mounts while ``install()`` is active.
-
-    ``Session.__init__`` calls ``HTTPAdapter()`` with no arguments, so the
-    installed config is taken here; an explicit ``config`` still wins.  A
-    module-level class so sessions holding it stay picklable.
-    """
-
-    _azguard_repr_name = "AzGuardAdapter (installed)"
-
-    def __init__(self, config: Optional[GuardConfig] = None, **kwargs: Any) -> None:
-        if config is None:
-            config = _state.config
-        super().__init__(config, **kwargs)
 
 
 def _config_from_env() -> GuardConfig:
@@ -149,8 +134,8 @@ class Installation:
                 return False
             if self._made_patch:
                 undone = _uninstall_locked()
-            elif self._previous_config is not None and _state.config is self.config:
-                _state.config = self._previous_config
+            elif self._previous_config is not None and installed_config() is self.config:
+                set_installed_config(self._previous_config)
                 undone = True
             else:
                 undone = False
@@ -200,7 +185,8 @@ def install(config: Optional[GuardConfig] = None, *, sdks: Optional[bool] = None
     with _state.lock:
         patch = _state.patch
         if patch is not None:
-            assert _state.config is not None
+            previous = installed_config()
+            assert previous is not None
             current = _current(patch)
             if current is not patch.replacement:
                 warnings.warn(
@@ -215,9 +201,8 @@ def install(config: Optional[GuardConfig] = None, *, sdks: Optional[bool] = None
                 # An SDK module imported while the first install was running
                 # (mid-import then) is patched now.
                 _state.sdk.refresh()
-            previous = _state.config
             if config is not None and config != previous:
-                _state.config = config
+                set_installed_config(config)
                 return Installation(config, _state.generation, False, previous)
             return Installation(previous, _state.generation, False, None)
 
@@ -230,7 +215,7 @@ def install(config: Optional[GuardConfig] = None, *, sdks: Optional[bool] = None
 
             _fork.on_fork(_reset_lock_after_fork)
             _state.fork_hook = True
-        _state.config = config
+        set_installed_config(config)
         _state.generation += 1
         _state.patch = _Patch(module, _TARGET_NAME, original, _InstalledAdapter)
         setattr(module, _TARGET_NAME, _InstalledAdapter)
@@ -266,7 +251,7 @@ def _uninstall_locked() -> bool:
         _state.sdk = None
     setattr(patch.module, patch.name, patch.original)
     _state.patch = None
-    _state.config = None
+    set_installed_config(None)
     return True
 
 
@@ -279,11 +264,6 @@ def uninstall() -> bool:
     """
     with _state.lock:
         return _uninstall_locked()
-
-
-def installed_config() -> Optional[GuardConfig]:
-    """The config of the active ``install()``, or None."""
-    return _state.config
 
 
 def sdk_modules_reached() -> List[str]:

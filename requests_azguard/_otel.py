@@ -17,7 +17,7 @@ import threading
 from typing import Any, Dict, Iterable, Iterator, Optional, Set, Tuple
 
 from ._instrument import BoundedLabel, HostLabels, add_instrumentation
-from ._prometheus import _PER_HOST, BREAKER_STATES, METRICS, _state
+from ._metrics import BREAKER_STATES, METRICS, METRICS_KIND, PER_HOST, state_label
 
 __all__ = ["OTEL_NAMES", "OpenTelemetryInstrumentation", "enable_from_config"]
 
@@ -61,7 +61,7 @@ class OpenTelemetryInstrumentation:
     ) -> None:
         from opentelemetry import metrics
 
-        from . import __version__
+        from ._version import __version__
 
         provider = metrics.get_meter_provider() if meter_provider is None else meter_provider
         meter = provider.get_meter("requests_azguard", __version__)
@@ -97,7 +97,7 @@ class OpenTelemetryInstrumentation:
             with self._lock:
                 if label not in self._known:
                     attrs = {"host": label}
-                    for attr in _PER_HOST:
+                    for attr in PER_HOST:
                         if attr in self._i and METRICS_KIND[attr] == "counter":
                             self._i[attr].add(0, attrs)
                     self._states.setdefault(label, 0)
@@ -135,7 +135,7 @@ class OpenTelemetryInstrumentation:
 
     def breaker_transition(self, host: str, old: str, new: str) -> None:
         h = self._host(host)
-        old_s, new_s = _state(old), _state(new)
+        old_s, new_s = state_label(old), state_label(new)
         self._add("breaker_transitions", host=h, from_state=old_s, to_state=new_s)
         value = BREAKER_STATES.get(new_s)
         if value is not None:
@@ -149,8 +149,6 @@ class OpenTelemetryInstrumentation:
         self._i["tcp_rtt_seconds"].record(rtt_seconds, {"host": h})
         self._add("tcp_health", host=h, grade=self._reason(grade))
 
-
-METRICS_KIND: Dict[str, str] = {attr: kind for attr, kind, *_ in METRICS}
 
 _backend_lock = threading.Lock()
 _backend: Optional[OpenTelemetryInstrumentation] = None

@@ -37,7 +37,7 @@ import threading
 import types
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
-from ._autostart import AfterExec, find_real_spec
+from ._import_hook import AfterExec, find_real_spec
 
 __all__ = [
     "TARGETS",
@@ -85,7 +85,7 @@ def _view(original: Any) -> Any:
 
 
 def _guarded_adapter(original: Any) -> Any:
-    from ._install import _InstalledAdapter
+    from ._installed import _InstalledAdapter
 
     if not isinstance(original, type) or issubclass(original, _InstalledAdapter):
         return original

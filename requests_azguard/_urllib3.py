@@ -288,7 +288,7 @@ class _FrontDoorManager:
 
 def _front_config(config: Optional[GuardConfig]) -> GuardConfig:
     if config is None:
-        from ._install import installed_config
+        from ._installed import installed_config
 
         config = installed_config() or GuardConfig.from_env()
     if not isinstance(config, GuardConfig):
