@@ -66,6 +66,7 @@ import time
 from functools import partial
 from typing import Any, Callable, Dict, Final, List, NamedTuple, Optional, Sequence, Tuple
 
+from . import _fork
 from ._tcpinfo import FlowState
 
 __all__ = [
@@ -296,17 +297,16 @@ _sleep: Callable[[float], None] = time.sleep
 
 def _start() -> None:
     global _thread, _fork_hook_registered
+    if not _fork_hook_registered:
+        # A forked child inherits the entries, and the lock perhaps held, but
+        # not the thread: it resets all three.  Registered before the lock is
+        # first taken, so that no fork can find it held with no reset to
+        # follow (twice, from racing threads, is harmless).
+        _fork.on_fork(after_fork_in_child)
+        _fork_hook_registered = True
     with _lock:
         if _thread is not None:
             return
-        if not _fork_hook_registered:
-            # A forked child has the entries but not the thread (_fork calls
-            # after_fork_in_child; registered here too for a connection of a
-            # pool _fork never saw).
-            from . import _fork
-
-            _fork.on_fork(after_fork_in_child)
-            _fork_hook_registered = True
         _thread = threading.Thread(target=_run, name="requests-azguard-watchdog", daemon=True)
         _thread.start()
 
