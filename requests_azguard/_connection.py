@@ -21,10 +21,10 @@ from urllib3.exceptions import ProtocolError
 from urllib3.util.wait import wait_for_read
 
 from . import _watchdog
-from ._condemn import condemn, condemned_at
 from ._config import GuardConfig
-from ._failure import CONNECT, REQUEST, RESPONSE, ConnFacts, Failure, FlowEvidence, judge
+from ._failure import CONNECT, REQUEST, RESPONSE
 from ._instrument import NoopInstrumentation, hooks
+from ._judging import judge_at
 from ._keepalive import (
     HOST_CONSTANTS,
     HOST_KIND,
@@ -33,11 +33,8 @@ from ._keepalive import (
     resting_options,
     windows_keepalive_vals,
 )
-from ._log import log_decision
-from ._policy import classify
 from ._tcpinfo import (
     FlowState,
-    answers_probe,
     grade,
     raw_socket,
     read_flow,
@@ -47,12 +44,6 @@ from ._validation import Peer, gather, peer_of, reuse_verdict
 
 __all__ = ["AzHTTPConnection", "AzHTTPSConnection", "GuardedConnection"]
 
-# How long a read timeout waits for the answer to its liveness probe, past
-# the probe itself, within bounds.  Only a timeout the breaker would
-# otherwise count against the host pays it.
-_PROBE_MARGIN_MIN = 0.05
-_PROBE_MARGIN_MAX = 0.5
-_TIMEOUT_KINDS = ("read_timeout", "body_timeout")
 # urllib3 2.x reads a preloaded body inside getresponse(); 1.26 outside it.
 _LEGACY_BODY_READ = not hasattr(HTTPConnection, "is_connected")
 
@@ -123,7 +114,7 @@ class GuardedConnection:
         try:
             super().connect()  # type: ignore[misc]
         except BaseException as exc:
-            self._azguard_failed(exc, CONNECT)
+            judge_at(self, exc, CONNECT)
             raise
         self.azguard_after_connect(time.monotonic() - start)
 
@@ -162,7 +153,7 @@ class GuardedConnection:
                     self.azguard_bytes_sent += sent
                     view = view[sent:]
         except OSError as exc:
-            self._azguard_failed(exc, REQUEST)
+            judge_at(self, exc, REQUEST)
             raise
 
     def getresponse(self, *args: Any, **kwargs: Any) -> Any:
@@ -181,7 +172,7 @@ class GuardedConnection:
         except BaseException as exc:
             if watched:
                 self._azguard_unwatch()
-            self._azguard_failed(exc, RESPONSE)
+            judge_at(self, exc, RESPONSE)
             raise
         if watched:
             _watchdog.unwatch(self)  # returns once the watchdog is done with it
@@ -205,7 +196,7 @@ class GuardedConnection:
             response = read()
             self._azguard_check_aborted()
         except BaseException as exc:
-            self._azguard_failed(exc, RESPONSE)
+            judge_at(self, exc, RESPONSE)
             raise
         finally:
             if watched:
@@ -224,7 +215,7 @@ class GuardedConnection:
         try:
             self._azguard_check_aborted()
         except ProtocolError as exc:
-            self._azguard_failed(exc, RESPONSE)
+            judge_at(self, exc, RESPONSE)
             raise
 
     def _azguard_check_aborted(self) -> None:
@@ -235,94 +226,6 @@ class GuardedConnection:
             raise ProtocolError(
                 f"Connection broken: aborted by the in-flight watchdog ({self.azguard_verdict})"
             )
-
-    # -- failures ----------------------------------------------------------------
-
-    def _azguard_failed(self, exc: BaseException, phase: str) -> None:
-        """Judge a failure where it is first seen and attach the judgement.
-
-        The evidence is gathered here, while the socket is still open; the
-        decision is ``_failure.judge`` (pure); the actions that follow from
-        it for this connection's peer (a condemnation, events, logs) are
-        taken here once, so that the retry and the breaker only read it.
-        """
-        if exc.__dict__.get("azguard_failure") is not None:
-            return  # judged already (a connect() inside send())
-        config = self.azguard_config
-        if config is None:
-            return
-        classified = classify(exc, config.policy)
-        peer = self.azguard_peer
-        evidence = FlowEvidence()
-        if classified.kind in _TIMEOUT_KINDS and self.sock is not None:
-            evidence = self._azguard_flow_evidence(config)
-        failure = judge(
-            classified,
-            ConnFacts(
-                host=self.azguard_host_label,
-                peer=peer,
-                phase=phase,
-                fresh=self.azguard_fresh,
-                via_proxy=self.azguard_via_proxy,
-                verdict=self.azguard_verdict,
-                opened_at=self.azguard_opened_at,
-                condemned_at=None if peer is None else condemned_at(peer),
-                nothing_written=self.azguard_nothing_written,
-                idempotency_key=self.azguard_idempotency_key,
-                body_replayable=self.azguard_body_replayable,
-            ),
-            evidence,
-            config.policy,
-        )
-        try:
-            exc.azguard_failure = failure  # type: ignore[attr-defined]
-        except AttributeError:
-            return  # an exception type without a __dict__: judged from its type
-        self._azguard_report(failure)
-
-    def _azguard_flow_evidence(self, config: GuardConfig) -> FlowEvidence:
-        raw = self.azguard_raw
-        vitals = read_vitals(raw)
-        if vitals is None:
-            return FlowEvidence()
-        if vitals.unacked or vitals.probes or not config.breaker:
-            # Dead flow already shown, or no breaker to spare a wrong count.
-            return FlowEvidence(vitals.unacked, vitals.probes)
-        peer = self.azguard_peer
-        opened = self.azguard_opened_at
-        seen = None if peer is None else condemned_at(peer)
-        if seen is not None and opened is not None and seen >= opened:
-            return FlowEvidence()  # condemned since it opened: dead already
-        # A live peer answers a probe within one round trip; twice the RTT
-        # plus its variance is a generous wait, bounded both ways.
-        answer = 2 * (vitals.rtt + 4 * vitals.rttvar)
-        margin = min(max(answer, _PROBE_MARGIN_MIN), _PROBE_MARGIN_MAX)
-        return FlowEvidence(0, 0, answers_probe(raw, margin))
-
-    def _azguard_report(self, failure: Failure) -> None:
-        host = failure.host
-        instrumentation = hooks()
-        if failure.dead_flow == "blackhole":
-            instrumentation.blackhole(host)
-            log_decision("blackhole", host=host, peer=failure.peer, errno=failure.errno_name)
-        instrumentation.error(host, failure.errno_name or failure.kind)
-        if failure.decision.evict and self.sock is not None:
-            instrumentation.connection_evicted(host, failure.kind)
-        peer = failure.peer
-        if failure.decision.condemn and peer is not None:
-            now = time.monotonic()
-            seen = condemned_at(peer)
-            opened = self.azguard_opened_at
-            if seen is None or opened is None or seen < opened:
-                # A new event; a flow opened before the last condemnation died
-                # in the same one and is only counted (as its verdict).
-                condemn(peer, now)
-                instrumentation.condemned(host, 1)
-                log_decision("condemn", host=host, peer=peer, reason=failure.kind)
-                seen = now
-            # Requests still waiting on older flows to this peer are replayed
-            # now instead of each reaching its own verdict.
-            _watchdog.abort_inflight(peer, seen, "condemned_inflight")
 
     # -- the watchdog's hooks (called from its thread, under its lock) -----------
 
