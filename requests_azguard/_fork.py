@@ -16,13 +16,13 @@ So, once, in the child (``os.register_at_fork(after_in_child=...)``):
   all the garbage collector does here, never touches the flow);
 * per-process state starts empty: the breaker registry (same options, no
   breakers, no Redis client), condemnations, the DNS cache, the watchdog's
-  parked connections and thread;
+  registry of requests in flight and its thread;
 * every lock the package owns is a new one.
 
 Registration happens when the first guarded pool is built (importing the
 package has no side effects).  Pools and managers are found through weak
 sets filled at creation, so the request path pays nothing.  A module that
-uses this one (the watchdog, for its thread and parked connections) registers
+uses this one (the watchdog, for its thread and requests in flight) registers
 its own reset with :func:`on_fork` instead of being imported from here.
 """
 
