@@ -25,7 +25,7 @@ from ._policy import HOST, NOBODY, PROXY
 if TYPE_CHECKING:
     from ._config import GuardConfig
 
-__all__ = ["guarded_send", "record_exception"]
+__all__ = ["fresh_connection", "guarded_send", "record_exception"]
 
 _log = logging.getLogger("requests_azguard.breaker")
 
@@ -60,13 +60,17 @@ def record_exception(
             proxy.record_neutral(proxy_ticket, now)
 
 
-def _fresh(response: requests.Response) -> bool:
-    """Did ``response`` come on a connection opened for it (see _connection)?"""
-    raw = response.raw
+def fresh_connection(raw: Any) -> bool:
+    """Did urllib3's response ``raw`` come on a connection opened for it
+    (see ``_connection.getresponse``)?"""
     fresh = getattr(raw, "azguard_fresh", None)
     if fresh is None:  # urllib3 1.26: on the http.client response it wraps
         fresh = getattr(getattr(raw, "_original_response", None), "azguard_fresh", False)
     return bool(fresh)
+
+
+def _fresh(response: requests.Response) -> bool:
+    return fresh_connection(response.raw)
 
 
 def _open_circuit(

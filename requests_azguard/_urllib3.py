@@ -37,7 +37,7 @@ from urllib3.exceptions import HTTPError as Urllib3HTTPError
 from urllib3.util.retry import Retry
 
 from ._breaker import BreakerSettings, HostBreaker
-from ._breaker_gate import record_exception
+from ._breaker_gate import fresh_connection, record_exception
 from ._breaker_registry import BreakerRegistry, _origin_key, registry
 from ._config import GuardConfig
 from ._connection import AzHTTPConnection, AzHTTPSConnection, GuardedConnection
@@ -217,7 +217,11 @@ class _FrontDoorPool:
         if response.status in config.breaker_statuses:
             breaker.record_failure(ticket, clock())
         else:
-            breaker.record_success(ticket, clock())
+            # As the adapter's gate: a success on a fresh connection closes a
+            # breaker that is not closed (asked only then).
+            breaker.record_success(
+                ticket, clock(), not breaker.closed and fresh_connection(response)
+            )
         return response
 
 

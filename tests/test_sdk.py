@@ -14,6 +14,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any, Dict, Iterator, List
 
@@ -158,6 +159,37 @@ def test_breaker_gates_urlopen_once_per_call_and_opens(server: HTTPTestServer, c
     assert isinstance(info.value, urllib3.exceptions.HTTPError)
     assert isinstance(info.value, az.CircuitOpenError)
     assert len(server.requests) == seen
+
+
+def test_a_success_on_a_fresh_connection_closes_the_front_doors_open_breaker(
+    server: HTTPTestServer, clock: Clock
+) -> None:
+    # The adapter's rule, through the urllib3 front door: a request admitted
+    # while closed ends well on a connection opened for it after the breaker
+    # tripped; that proves the host reachable now.
+    held, arrived = threading.Event(), threading.Event()
+
+    def behaviour(req: Any) -> Action:
+        if req.target == "/held":
+            arrived.set()
+            held.wait(10)
+        return Action(close=True)  # every request then needs a fresh connection
+
+    server.behaviour = behaviour
+    pm = az.PoolManager(config=CFG.replace(breaker_fail_max=2), retries=Retry(False))
+    assert pm.request("GET", server.url + "/").status == 200
+    (breaker,) = registry().breakers()
+    result: Dict[str, Any] = {}
+    t = threading.Thread(target=lambda: result.update(r=pm.request("GET", server.url + "/held")))
+    t.start()
+    assert arrived.wait(10)
+    for _ in range(2):
+        breaker.record_failure(breaker.admit(clock()), clock())
+    assert breaker.state == "open"
+    held.set()
+    t.join(10)
+    assert result["r"].status == 200
+    assert breaker.state == "closed"
 
 
 def test_breaker_counts_a_refused_host(clock: Clock) -> None:
