@@ -17,6 +17,7 @@ from typing import Iterator, List, Tuple
 
 import pytest
 import requests
+from conftest import Clock
 from redis_fixtures import (  # noqa: F401 - fixtures
     BreakerProcess,
     RedisServer,
@@ -36,15 +37,8 @@ KEY = "http://svc.internal:80"
 HOST_FAILURES = requests.RequestException
 
 
-class Clock:
-    def __init__(self, start: float = 1_700_000_000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+# A wall-clock reading of today's size: Redis keeps the breakers' times.
+T0 = 1_700_000_000.0
 
 
 @pytest.fixture
@@ -149,7 +143,7 @@ def test_two_processes_share_trips_and_survive_redis_dying(
 
 
 def test_fleet_counts_failures_together(redis_server: RedisServer) -> None:  # noqa: F811
-    clock = Clock()
+    clock = Clock(T0)
     r1 = BreakerRegistry(clock=clock)
     r2 = BreakerRegistry(clock=clock)
     try:
@@ -169,7 +163,7 @@ def test_fleet_counts_failures_together(redis_server: RedisServer) -> None:  # n
 
 
 def test_one_trial_for_the_whole_fleet(redis_server: RedisServer) -> None:  # noqa: F811
-    clock = Clock()
+    clock = Clock(T0)
     r1 = BreakerRegistry(clock=clock)
     r2 = BreakerRegistry(clock=clock)
     try:
@@ -198,7 +192,7 @@ def test_denied_trial_waits_for_the_other_process_without_asking_redis_again(
     redis_server: RedisServer,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    clock = Clock()
+    clock = Clock(T0)
     r1 = BreakerRegistry(clock=clock)
     r2 = BreakerRegistry(clock=clock)
     try:
@@ -232,7 +226,7 @@ def test_denied_trial_waits_for_the_other_process_without_asking_redis_again(
 def test_pybreaker_reads_the_shared_state(redis_server: RedisServer) -> None:  # noqa: F811
     import pybreaker
 
-    clock = Clock()
+    clock = Clock(T0)
     reg = BreakerRegistry(clock=clock)
     try:
         b = reg.get(settings(redis_server.url), KEY)
@@ -256,7 +250,7 @@ def test_unreachable_redis_logged_once_counted_and_local_state_works(
     dead_redis = socket.socket()
     dead_redis.bind(("127.0.0.1", 0))
     url = f"redis://:pw-never-logged@127.0.0.1:{dead_redis.getsockname()[1]}/0"
-    clock = Clock()
+    clock = Clock(T0)
     reset_breakers(clock=clock, reattach_interval=2.0)
     try:
         with HTTPTestServer(lambda r: Action(status=503)) as srv:
@@ -287,7 +281,7 @@ def test_blackholed_redis_stalls_one_request_per_reattach_interval(
     silent = socket.socket()
     silent.bind(("127.0.0.1", 0))
     silent.listen(64)  # handshakes complete, nobody ever answers
-    clock = Clock()
+    clock = Clock(T0)
     reset_breakers(clock=clock, reattach_interval=5.0, redis_socket_timeout=0.1, sync_interval=0)
     try:
         url = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
@@ -316,7 +310,7 @@ def test_redis_password_is_redacted_everywhere(
     password = server.password
     assert password
     _, dead = refused
-    clock = Clock()
+    clock = Clock(T0)
     reset_breakers(clock=clock)
     surfaces: List[str] = []
     with caplog.at_level(logging.DEBUG, logger="requests_azguard"):
@@ -376,7 +370,7 @@ def test_threads_racing_redis_round_trips_see_each_transition_once(
 
     rec = Transitions()
     add_instrumentation(rec)
-    clock = Clock()
+    clock = Clock(T0)
     reset_breakers(clock=clock, sync_interval=0)
     status = {"code": 503}
     with HTTPTestServer(lambda r: Action(status=status["code"])) as srv:
