@@ -48,15 +48,14 @@ __all__ = ["AzHTTPConnection", "AzHTTPSConnection", "GuardedConnection"]
 _LEGACY_BODY_READ = not hasattr(HTTPConnection, "is_connected")
 
 
-def _apply(raw: Any, options: List[SocketOption]) -> bool:
+def _apply(raw: Any, options: List[SocketOption]) -> None:
     try:
         for level, name, value in options:
             raw.setsockopt(level, name, value)
     except (OSError, TypeError, OverflowError, ValueError):
         # The socket died meanwhile (the request will tell), or the platform
         # refuses a value: the request goes on with the options it has.
-        return False
-    return True
+        pass
 
 
 class GuardedConnection:

@@ -21,16 +21,11 @@ from ._failure import ConnFacts, Failure, FlowEvidence, judge
 from ._instrument import hooks
 from ._log import log_decision
 from ._policy import classify
-from ._tcpinfo import answers_probe, read_vitals
+from ._tcpinfo import answer_time, answers_probe, read_vitals
 from ._validation import Peer
 
 __all__ = ["Witness", "judge_at"]
 
-# How long a read timeout waits for the answer to its liveness probe, past
-# the probe itself, within bounds.  Only a timeout the breaker would
-# otherwise count against the host pays it.
-_PROBE_MARGIN_MIN = 0.05
-_PROBE_MARGIN_MAX = 0.5
 _TIMEOUT_KINDS = ("read_timeout", "body_timeout")
 
 
@@ -106,11 +101,9 @@ def _flow_evidence(conn: Witness, config: GuardConfig) -> FlowEvidence:
     seen = None if peer is None else condemned_at(peer)
     if seen is not None and opened is not None and seen >= opened:
         return FlowEvidence()  # condemned since it opened: dead already
-    # A live peer answers a probe within one round trip; twice the RTT
-    # plus its variance is a generous wait, bounded both ways.
-    answer = 2 * (vitals.rtt + 4 * vitals.rttvar)
-    margin = min(max(answer, _PROBE_MARGIN_MIN), _PROBE_MARGIN_MAX)
-    return FlowEvidence(0, 0, answers_probe(raw, margin))
+    # Only a timeout the breaker would otherwise count against the host
+    # pays for this wait.
+    return FlowEvidence(0, 0, answers_probe(raw, answer_time(vitals.rtt, vitals.rttvar)))
 
 
 def _act(conn: Witness, failure: Failure) -> None:

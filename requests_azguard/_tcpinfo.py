@@ -33,7 +33,7 @@ from ._tcpinfo_layout import (
     read_tcp_info,
     state_name,
 )
-from ._tcpinfo_probe import FlowState, answers_probe, read_flow
+from ._tcpinfo_probe import FlowState, answer_time, answers_probe, read_flow
 
 __all__ = [
     "BASE_SIZE",
@@ -50,6 +50,7 @@ __all__ = [
     "FlowState",
     "TcpInfo",
     "TcpVitals",
+    "answer_time",
     "answers_probe",
     "base_rto",
     "grade",

@@ -11,7 +11,7 @@ from typing import Any, Callable, NamedTuple, Optional, Tuple
 
 from ._tcpinfo_layout import IS_LINUX, TCP_INFO_OPT
 
-__all__ = ["FlowState", "answers_probe", "read_flow"]
+__all__ = ["FlowState", "answer_time", "answers_probe", "read_flow"]
 
 # probes (offset 3) and last_ack_recv (offset 56, ms since the peer's TCP last
 # sent anything: every segment it sends carries an ACK).
@@ -42,6 +42,12 @@ class FlowState(NamedTuple):
 # last_ack_recv @56, rtt @68, rttvar @72, notsent_bytes @144 (Linux ABI; the
 # last field since 4.6, read as 0 from an older kernel's shorter struct).
 _FLOW = struct.Struct("=2xBB20xI16xI8xI8xII68xI")
+
+
+def answer_time(rtt: float, rttvar: float) -> float:
+    """How long a live peer's TCP may take to answer a probe or a
+    retransmission: twice the RTT plus its variance, bounded both ways."""
+    return min(max(2 * (rtt + 4 * rttvar), 0.05), 0.5)
 
 
 def read_flow(raw: Any) -> Optional[FlowState]:

@@ -67,7 +67,7 @@ from functools import partial
 from typing import Any, Callable, Dict, Final, List, NamedTuple, Optional, Sequence, Tuple
 
 from . import _fork
-from ._tcpinfo import FlowState
+from ._tcpinfo import FlowState, answer_time
 
 __all__ = [
     "ABORT",
@@ -82,7 +82,6 @@ __all__ = [
     "Seen",
     "abort_inflight",
     "after_fork_in_child",
-    "answer_time",
     "inflight",
     "inflight_action",
     "reset",
@@ -119,12 +118,6 @@ class Seen(NamedTuple):
     opened_ago: float  # seconds since its flow connected
     flow: FlowState
     probing: bool  # the flow already carries the probe options
-
-
-def answer_time(flow: FlowState) -> float:
-    """How long an answer to a probe or retransmission may take: a few RTTs,
-    within bounds."""
-    return min(max(2 * (flow.rtt + 4 * flow.rttvar), 0.05), 0.5)
 
 
 def _attempts(flow: FlowState) -> int:
@@ -258,7 +251,7 @@ def sweep(now: float) -> Dict[str, int]:
         peer = conn.azguard_peer
         siblings = [s for s in by_peer.get(peer, ()) if s is not me] if peer is not None else []
         action = inflight_action(
-            me, siblings, answer_time(me.flow), conn.azguard_config.ack_timeout
+            me, siblings, answer_time(me.flow.rtt, me.flow.rttvar), conn.azguard_config.ack_timeout
         )
         if action == WAIT:
             continue
