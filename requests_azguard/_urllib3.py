@@ -150,9 +150,8 @@ class _FrontDoorPool:
             # Absolute form (plain HTTP through a proxy): the target is guarded.
             end = url.find("/", url.index("://") + 3)
             return reg.get(BreakerSettings.of(config), _origin_key(url if end < 0 else url[:end]))
-        cached = self._azguard_breaker
-        if cached is not None and cached[0] is reg and cached[1] == reg.generation:
-            return cached[2]
+        # This pool's origin, when urlopen's memo of it no longer holds (or
+        # the path is not "/"-relative): looked up and remembered again.
         breaker = reg.get(
             BreakerSettings.of(config), _origin_key(f"{self.scheme}://{self.host}:{self.port}")
         )
