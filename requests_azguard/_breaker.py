@@ -31,8 +31,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, NamedTuple, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, NamedTuple, Optional, Tuple
 
 from ._breaker_sync import FleetSync
 from ._breaker_transition import (
@@ -133,12 +134,19 @@ class HostBreaker(FleetSync):
         self._trial_until = 0.0
         self._epoch = 0
         self.last_used = 0.0
-        # Plain-attribute mirrors of the storage for the lock-free fast paths
-        # (pybreaker's are properties, a Python call each on every request):
-        # closed, and closed with nothing counted here or in Redis.  Written
-        # by _step only (and by the fleet sync's counter), under the lock.
-        self._closed = True
-        self._calm = True
+        #: The clock of the registry that holds this breaker (``now`` for its calls).
+        self.clock: Callable[[], float] = time.time
+        #: Set once the registry has let this breaker go (evicted, or the
+        #: registry reset): whoever remembered it must look its key up again.
+        self.retired = False
+        #: Plain-attribute mirrors of the storage, read lock-free on every
+        #: request (pybreaker's are properties, a Python call each): closed;
+        #: and calm, closed with nothing counted here or in Redis, when an
+        #: ordinary request's success changes nothing (``record_success``
+        #: may be skipped).  Written by _step only (and by the fleet sync's
+        #: counter), under the lock.
+        self.closed = True
+        self.calm = True
         self._init_sync(shared, sync_interval)
 
     def __repr__(self) -> str:
@@ -151,11 +159,6 @@ class HostBreaker(FleetSync):
     @property
     def retry_at(self) -> Optional[float]:
         return self._retry_at if self.state != CLOSED else None
-
-    @property
-    def closed(self) -> bool:
-        """Closed (lock-free read of a plain attribute; see ``_mirror``)."""
-        return self._closed
 
     @property
     def evictable(self) -> bool:
@@ -174,10 +177,10 @@ class HostBreaker(FleetSync):
 
     def _mirror(self) -> None:
         closed = self.storage.state == CLOSED
-        self._calm = (
+        self.calm = (
             closed and not self.storage.counter and not self._timeouts and not self._shared_counter
         )
-        self._closed = closed
+        self.closed = closed
 
     def _load(self) -> BreakerState:
         storage = self.storage
@@ -232,7 +235,7 @@ class HostBreaker(FleetSync):
         self.last_used = now
         if self.shared is not None and now >= self._next_sync:
             self._pull(now)
-        if self._closed:
+        if self.closed:
             return 0  # transition()'s answer for a closed breaker, lock-free
         with self._lock:
             effects = self._step(ADMIT, now)
@@ -250,7 +253,7 @@ class HostBreaker(FleetSync):
         """A good outcome.  ``fresh``: it came on a connection opened for it,
         which proves the host reachable now, so a breaker that is not closed
         closes on it (a trial or not)."""
-        if not ticket and self._calm:
+        if not ticket and self.calm:
             return  # the common case, lock-free: nothing to reset, here or in Redis
         with self._lock:
             effects = self._step(Success(ticket, fresh), now)

@@ -10,13 +10,12 @@ fallback.  After it the outcome is recorded against whom its evidence blames
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Callable, Final, Optional
+from typing import TYPE_CHECKING, Any, Callable, Final, Optional, Tuple
 
 import requests
 from urllib3 import exceptions as u3
 
 from ._breaker import HostBreaker
-from ._breaker_registry import registry
 from ._errors import CircuitOpenError, ConfigError, ProxyCircuitOpenError
 from ._failure import failure_of, unattached
 from ._instrument import hooks
@@ -107,12 +106,13 @@ def guarded_send(
     breaker: HostBreaker,
     request: requests.PreparedRequest,
     config: GuardConfig,
-    transport: Callable[[], requests.Response],
+    transport: Callable[..., requests.Response],
+    args: Tuple[Any, ...],
     fallback: Optional[Callable[[requests.PreparedRequest, Exception], requests.Response]],
     connection: Any,
     proxy: Optional[HostBreaker] = None,
 ) -> requests.Response:
-    """Run ``transport()`` behind ``breaker`` (see ``_breaker_registry.BreakerLookup``), and
+    """Run ``transport(*args)`` behind ``breaker`` (see ``_breaker_registry.BreakerLookup``), and
     behind ``proxy``, the breaker of the proxy the request goes through.
 
     Open breaker: ``fallback(request, error)`` if given, else a synthetic
@@ -120,7 +120,7 @@ def guarded_send(
     (:class:`ProxyCircuitOpenError` for the proxy's).  The outcome counts
     against whom its evidence blames: the host, the proxy, or nobody.
     """
-    clock = registry().clock
+    clock = breaker.clock
     proxy_ticket = 0
     if proxy is not None:
         try:
@@ -135,13 +135,13 @@ def guarded_send(
             proxy.record_neutral(proxy_ticket, clock())
         return _open_circuit(breaker, err, request, config, fallback, connection, clock())
     try:
-        response = transport()
+        response = transport(*args)
     except BaseException as exc:
         record_exception(breaker, ticket, exc, clock(), proxy, proxy_ticket)
         raise
     if response.status_code in config.breaker_statuses:
         breaker.record_failure(ticket, clock())
-    else:
+    elif ticket or not breaker.calm:
         # Only a breaker that is not closed cares whether the connection was
         # fresh (see record_success): asked then, not on every request.
         breaker.record_success(ticket, clock(), not breaker.closed and _fresh(response))

@@ -144,9 +144,6 @@ class BreakerRegistry:
         self._lock = threading.Lock()
         self._breakers: Dict[Tuple[BreakerSettings, str], HostBreaker] = {}
         self._links: Dict[str, RedisLink] = {}
-        #: Bumped whenever a breaker leaves the registry, so that a
-        #: :class:`BreakerLookup` holding it looks again.
-        self.generation = 0
         self.evicted = 0
         self.evicted_open = 0
 
@@ -187,6 +184,7 @@ class BreakerRegistry:
                 sync_interval=self.sync_interval,
                 shared=shared,
             )
+            breaker.clock = self.clock
             breaker.last_used = self.clock()
             self._breakers[(settings, key)] = breaker
             return breaker
@@ -215,14 +213,14 @@ class BreakerRegistry:
         """Make room (called with the registry lock held)."""
         closed = sorted((b.last_used, k) for k, b in self._breakers.items() if b.evictable)
         batch = max(1, self.max_hosts // 8)
-        self.generation += 1
         for _, k in closed[:batch]:
-            del self._breakers[k]
+            self._breakers.pop(k).retired = True
             self.evicted += 1
         if closed:
             return
         k, victim = min(self._breakers.items(), key=lambda item: item[1]._retry_at)
         del self._breakers[k]
+        victim.retired = True
         self.evicted += 1
         self.evicted_open += 1
         _log.warning(
@@ -236,10 +234,17 @@ class BreakerRegistry:
         with self._lock:
             links = list(self._links.values())
             self._links.clear()
-            self._breakers.clear()
-            self.generation += 1
+            self.abandon()
         for link in links:
             link.close()
+
+    def abandon(self) -> None:
+        """Retire every breaker and forget it, without the lock: also called
+        in a forked child, where a thread of the parent may have held it."""
+        breakers = list(self._breakers.values())
+        self._breakers.clear()
+        for breaker in breakers:
+            breaker.retired = True
 
 
 _registry: Optional[BreakerRegistry] = None
@@ -280,47 +285,43 @@ class BreakerLookup:
     Finding a request's breaker means parsing its URL for the key and hashing
     the settings and key into the registry: about 0.9 µs of CPU on every
     request, a fifth of the guard's whole cost in a busy loop.  With the
-    default key the answer depends only on the URL and on the registry (a
-    reset replaces it, an eviction bumps its ``generation``), so it is
-    memoised per URL; a custom key function may look at anything in the
-    request and is asked every time.
+    default key the answer depends only on the URL, as long as the breaker
+    found stays in the registry (one that leaves it, evicted or reset, is
+    ``retired``), so it is memoised per URL; a custom key function may look
+    at anything in the request and is asked every time.
     """
 
     #: URLs remembered; past that the memo starts again (URLs with unique
     #: query strings would otherwise grow it without bound).
     MAX_URLS: Final = 256
 
-    __slots__ = ("_by_url", "_generation", "_registry", "_settings", "config", "key")
+    __slots__ = ("_by_url", "_settings", "config", "key")
 
     def __init__(self, config: GuardConfig, key: Optional[BreakerKey] = None) -> None:
         self.config = config
         self.key = key
         self._settings = BreakerSettings.of(config)
-        self._registry: Optional[BreakerRegistry] = None
-        self._generation = -1
         self._by_url: Dict[str, HostBreaker] = {}
 
     def __call__(self, request: requests.PreparedRequest) -> HostBreaker:
+        if self.key is None:
+            found = self._by_url.get(request.url)  # type: ignore[arg-type]
+            if found is not None and not found.retired:
+                return found
+        return self._look_up(request)
+
+    def _look_up(self, request: requests.PreparedRequest) -> HostBreaker:
         reg = _registry if _registry is not None else registry()
         if self.key is not None:
             name = self.key(request)
             if not isinstance(name, str):
                 raise ConfigError("breaker key", name, "a str returned by the breaker key function")
             return reg.get(self._settings, name)
-        url = request.url or ""
-        if reg is self._registry and reg.generation == self._generation:
-            found = self._by_url.get(url)
-            if found is not None:
-                return found
-            if len(self._by_url) >= self.MAX_URLS:
-                self._by_url = {}
-        else:
-            # Another thread may be filling the old dict: start a new one.
+        if len(self._by_url) >= self.MAX_URLS:
+            # Replaced, not cleared: another thread may be reading the old one.
             self._by_url = {}
-            self._registry = reg
-            self._generation = reg.generation
         breaker = reg.get(self._settings, breaker_key(request))
-        self._by_url[url] = breaker
+        self._by_url[request.url or ""] = breaker
         return breaker
 
     def proxy(self, proxy_url: str) -> HostBreaker:

@@ -107,6 +107,8 @@ def _reset_breakers() -> None:
     _breaker_registry._registry_lock = threading.Lock()
     if old is None:
         return
+    # Whatever remembered one of the parent's breakers looks its key up again.
+    old.abandon()
     # Same limits, nothing else: the parent's breakers, Redis client
     # (redis-py never shuts down a connection made by another pid) and
     # locks stay with the parent.

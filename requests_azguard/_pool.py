@@ -11,7 +11,7 @@ through.  ``tests/test_canary.py`` fails loudly if one of them disappears.
 from __future__ import annotations
 
 import threading
-from typing import Any, Dict, Final, List, Optional, Tuple, Type
+from typing import Any, Callable, Dict, Final, List, Optional, Protocol, Tuple, Type
 
 import urllib3.connection
 import urllib3.response
@@ -33,6 +33,7 @@ __all__ = [
     "AzHTTPSConnectionPool",
     "AzPoolManager",
     "AzProxyManager",
+    "FrontDoor",
     "GuardedPool",
     "PreloadTimeout",
 ]
@@ -56,19 +57,51 @@ class PreloadTimeout(Timeout):
     """
 
 
-class _Attempt:
-    """One thread's attempt in progress on one pool: the request facts that
-    urlopen saw, until _get_conn prepares the connection with them.  One
-    object per thread and pool, reused: each thread-local lookup costs."""
-
-    __slots__ = ("request",)
-
-    def __init__(self) -> None:
-        self.request: Optional[Tuple[str, Any, Any, Any, bool]] = None
-
-
 #: The facts of a connection taken outside urlopen (urllib3's own helpers).
 _NO_REQUEST: Final = (False, False, False, True)
+
+
+class _Attempt:
+    """One thread's attempt in progress on one pool: the facts of the request
+    that urlopen saw, until _get_conn hands them to the connection it takes.
+    One object per thread and pool, reused: each thread-local lookup costs.
+
+    It also remembers the last request's facts by their shape (the Retry
+    object, the method, stream or not) for a request without a body whose
+    method the Retry may replay: then the headers cannot change them, and a
+    busy loop computes them once.
+    """
+
+    __slots__ = ("depth", "facts", "shape", "shape_facts")
+
+    def __init__(self) -> None:
+        self.facts: Optional[Tuple[bool, bool, bool, bool]] = None
+        self.shape: Optional[Tuple[Any, str, bool]] = None
+        self.shape_facts: Tuple[bool, bool, bool, bool] = _NO_REQUEST
+        #: Inside the front door's breaker gate (its urlopen re-enters).
+        self.depth = 0
+
+
+class FrontDoor(Protocol):
+    """What the urllib3 front door (``_urllib3``) adds to a pool's urlopen."""
+
+    def retries(self, pool: Any, retries: Any, args: Tuple[Any, ...], kwargs: Any) -> AzRetry:
+        """``retries`` (None, an int, a Retry) as the AzRetry this call uses."""
+
+    def urlopen(
+        self,
+        pool: Any,
+        attempt: _Attempt,
+        call: Callable[..., Any],
+        method: str,
+        url: str,
+        body: Any,
+        headers: Any,
+        retries: AzRetry,
+        args: Tuple[Any, ...],
+        kwargs: Dict[str, Any],
+    ) -> Any:
+        """``call(method, url, body, headers, retries, *args, **kwargs)`` behind the breaker."""
 
 
 class _LegacyResponse(urllib3.response.HTTPResponse):
@@ -77,33 +110,40 @@ class _LegacyResponse(urllib3.response.HTTPResponse):
     1.26 reads a preloaded body here, outside the connection's
     ``getresponse``: a failure while reading it is judged by the connection
     that served it, like every other failure (urllib3 2.x reads it inside
-    ``getresponse``).  And it reads it the way requests reads a body
+    ``getresponse``).  For requests' ``stream=False`` body (the adapter's
+    ``PreloadTimeout``) it reads it the way requests reads a body
     (``stream()``, as ``iter_content`` does), not with one ``read()``: on
     1.26 the latter raises for a body short of its Content-Length, which
     requests itself accepts, so preloading would fail where plain requests
-    does not.
+    does not.  Any other preloaded body is read as urllib3 reads it.
     """
 
     @classmethod
     def from_httplib(cls, r: Any, **response_kw: Any) -> Any:
+        like_requests = response_kw.pop(_LIKE_REQUESTS, False)
         conn = getattr(r, "azguard_conn", None)
         if conn is None or not response_kw.get("preload_content", True):
             return super().from_httplib(r, **response_kw)  # type: ignore[misc]
-        response_kw["preload_content"] = False
-        decode = response_kw.get("decode_content", True)
-
-        def read() -> Any:
-            response = super(_LegacyResponse, cls).from_httplib(r, **response_kw)  # type: ignore[misc]
-            response._body = b"".join(response.stream(_CHUNK, decode_content=decode))
-            return response
-
         # Watched by the in-flight watchdog and judged by the connection,
         # as urllib3 2.x's body read inside getresponse() is.
-        return conn.azguard_read_body(read)
+        if like_requests:
+            return conn.azguard_read_body(cls._read_in_chunks, r, response_kw)
+        return conn.azguard_read_body(super().from_httplib, r, response_kw)  # type: ignore[misc]
+
+    @classmethod
+    def _read_in_chunks(cls, r: Any, **response_kw: Any) -> Any:
+        decode = response_kw.get("decode_content", True)
+        response_kw["preload_content"] = False
+        response = super().from_httplib(r, **response_kw)  # type: ignore[misc]
+        response._body = b"".join(response.stream(_CHUNK, decode_content=decode))
+        return response
 
 
 # The size of the reads that preload a body on urllib3 1.26.
 _CHUNK = 64 * 1024
+#: The urlopen keyword (1.26 passes it on to ``from_httplib``) that asks for
+#: a body read the way requests reads one.
+_LIKE_REQUESTS: Final = "azguard_like_requests"
 
 
 def _body_replayable(body: Any) -> bool:
@@ -133,6 +173,9 @@ class GuardedPool:
 
     #: (config, whether its requests may be watched), see _azguard_facts.
     _azguard_watch_cache: Optional[Tuple[GuardConfig, bool]] = None
+    #: Set on the front door's pools (``_urllib3``); the adapter's pools
+    #: leave retries and the breaker to the adapter.
+    _azguard_front: Optional[FrontDoor] = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -166,12 +209,11 @@ class GuardedPool:
         # Prepared here rather than in _make_request: overriding that hook
         # means repacking its dozen keyword arguments on every request.
         attempt: Optional[_Attempt] = getattr(self._azguard_local, "attempt", None)
-        request = None if attempt is None else attempt.request
-        if request is None:
+        facts = None if attempt is None else attempt.facts
+        if facts is None:
             facts = _NO_REQUEST
         else:
-            attempt.request = None  # type: ignore[union-attr]
-            facts = self._azguard_facts(conn.azguard_config, *request)
+            attempt.facts = None  # type: ignore[union-attr]
         reason = conn.azguard_claim(_URLLIB3_ASKS_CONNECTION, *facts)
         instrumentation = hooks()
         if type(instrumentation) is not NoopInstrumentation:
@@ -196,25 +238,61 @@ class GuardedPool:
         *args: Any,
         **kwargs: Any,
     ) -> Any:
-        # What _get_conn needs to prepare the connection this attempt gets.
-        # urllib3 calls urlopen again for each retry, with the new Retry.
         # (body, headers and retries come first on both 1.26 and 2.x.)
+        config = self.azguard_config
+        if config is None:
+            return super().urlopen(  # type: ignore[misc]
+                method, url, body, headers, retries, *args, **kwargs
+            )
+        front = self._azguard_front
+        if front is not None and not isinstance(retries, AzRetry):
+            retries = front.retries(self, retries, args, kwargs)
         if kwargs.get("timeout").__class__ is PreloadTimeout:
             kwargs["preload_content"] = True
             kwargs["decode_content"] = True
+            if not _URLLIB3_ASKS_CONNECTION:  # 1.26, whose pools read it in _LegacyResponse
+                kwargs[_LIKE_REQUESTS] = True
         # A body not preloaded is the caller's (requests' stream=True).
         stream = not kwargs.get("preload_content", True)
+        # What _get_conn needs to prepare the connection this attempt gets.
+        # urllib3 calls urlopen again for each retry, with the new Retry.
         local = self._azguard_local
         attempt: Optional[_Attempt] = getattr(local, "attempt", None)
         if attempt is None:
             attempt = local.attempt = _Attempt()
-        attempt.request = (method, body, headers, retries, stream)
-        return super().urlopen(  # type: ignore[misc]
-            method, url, body, headers, retries, *args, **kwargs
+        shape = attempt.shape
+        if (
+            body is None
+            and shape is not None
+            and shape[0] is retries
+            and shape[2] is stream
+            and shape[1] == method
+        ):
+            attempt.facts = attempt.shape_facts
+        else:
+            attempt.facts = self._azguard_facts(
+                attempt, config, method, body, headers, retries, stream
+            )
+        if front is None or attempt.depth or not config.breaker:
+            return super().urlopen(  # type: ignore[misc]
+                method, url, body, headers, retries, *args, **kwargs
+            )
+        return front.urlopen(
+            self,
+            attempt,
+            super().urlopen,  # type: ignore[misc]
+            method,
+            url,
+            body,
+            headers,
+            retries,
+            args,
+            kwargs,
         )
 
     def _azguard_facts(
         self,
+        attempt: _Attempt,
         config: GuardConfig,
         method: str,
         body: Any,
@@ -247,7 +325,11 @@ class GuardedPool:
                 )
                 cached = self._azguard_watch_cache = (config, watchable)
             watched = cached[1]
-        return stream, watched, keyed, body_ok
+        facts = (stream, watched, keyed, body_ok)
+        if body is None and idempotent:
+            attempt.shape = (retries, method, stream)
+            attempt.shape_facts = facts
+        return facts
 
 
 def _has_idempotency_key(headers: Any) -> bool:

@@ -29,7 +29,7 @@ value wins).
 from __future__ import annotations
 
 import threading
-from typing import Any, Dict, List, Mapping, Optional, Tuple, Type
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Type
 
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
@@ -38,7 +38,7 @@ from urllib3.util.retry import Retry
 
 from ._breaker import BreakerSettings, HostBreaker
 from ._breaker_gate import fresh_connection, record_exception
-from ._breaker_registry import BreakerRegistry, _origin_key, registry
+from ._breaker_registry import _origin_key, registry
 from ._config import GuardConfig
 from ._connection import AzHTTPConnection, AzHTTPSConnection, GuardedConnection
 from ._errors import CircuitOpenError, ConfigError
@@ -117,111 +117,99 @@ def _adopt_callers(config: GuardConfig, options: List[SocketOption]) -> GuardCon
         return config  # values the guard would not pick: the caller's still win on the socket
 
 
-# -- the breaker gate ----------------------------------------------------------
+# -- the front door: Retry wrapping and the breaker gate --------------------------
 
 
-class _Gate(threading.local):
-    """Per thread and pool: inside the outermost urlopen (nested calls pass)."""
+class _FrontDoor:
+    """One front-door pool's part of urlopen (``_pool.FrontDoor``): the
+    caller's retries as an AzRetry, and the per-host breaker around the
+    outermost urlopen of each thread (urllib3's own retries and same-host
+    redirects re-enter it and count once)."""
 
-    depth = 0
+    __slots__ = ("breaker", "default_retry")
 
+    def __init__(self) -> None:
+        #: This pool's own origin's breaker, while the registry holds it.
+        self.breaker: Optional[HostBreaker] = None
+        #: (the pool's retries, that Retry wrapped as an AzRetry).
+        self.default_retry: Optional[Tuple[Any, AzRetry]] = None
 
-class _FrontDoorPool:
-    """Mixin of the front door's pools: Retry wrapping and the breaker gate."""
+    def retries(self, pool: Any, retries: Any, args: Tuple[Any, ...], kwargs: Any) -> AzRetry:
+        mode = pool.azguard_config.retry_non_idempotent
+        if retries is None and isinstance(pool.retries, Retry):
+            # The pool's own Retry (PoolManager.urlopen passes none): wrapped
+            # once, not on every request.
+            cached = self.default_retry
+            if cached is None or cached[0] is not pool.retries:
+                cached = self.default_retry = (pool.retries, AzRetry.wrap(pool.retries, mode))
+            return cached[1]
+        if not isinstance(retries, Retry):
+            # What urllib3's own urlopen does with None, an int or a bool.
+            redirect = args[0] if args else kwargs.get("redirect", True)
+            retries = Retry.from_int(retries, redirect=redirect, default=pool.retries)
+        return AzRetry.wrap(retries, mode)
 
-    azguard_config: Optional[GuardConfig]
-    retries: Any
-    scheme: str
-    host: str
-    port: Optional[int]
-    # (registry, generation, breaker) for this pool's own origin.
-    _azguard_breaker: Optional[Tuple[Any, int, HostBreaker]] = None
-    # (the pool's retries, that Retry wrapped as an AzRetry).
-    _azguard_default_retry: Optional[Tuple[Any, AzRetry]] = None
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._azguard_gate = _Gate()
-
-    def _azguard_breaker_for(
-        self, config: GuardConfig, url: str, reg: BreakerRegistry
-    ) -> HostBreaker:
+    def _breaker_for(self, pool: Any, config: GuardConfig, url: str) -> HostBreaker:
+        reg = registry()
         if url[:1] != "/" and "://" in url:
             # Absolute form (plain HTTP through a proxy): the target is guarded.
             end = url.find("/", url.index("://") + 3)
             return reg.get(BreakerSettings.of(config), _origin_key(url if end < 0 else url[:end]))
-        # This pool's origin, when urlopen's memo of it no longer holds (or
-        # the path is not "/"-relative): looked up and remembered again.
+        # This pool's origin (the path is not "/"-relative, or the breaker
+        # remembered left the registry): looked up and remembered again.
         breaker = reg.get(
-            BreakerSettings.of(config), _origin_key(f"{self.scheme}://{self.host}:{self.port}")
+            BreakerSettings.of(config), _origin_key(f"{pool.scheme}://{pool.host}:{pool.port}")
         )
-        self._azguard_breaker = (reg, reg.generation, breaker)
+        self.breaker = breaker
         return breaker
 
     def urlopen(
         self,
+        pool: Any,
+        attempt: Any,
+        call: Callable[..., Any],
         method: str,
         url: str,
-        body: Any = None,
-        headers: Any = None,
-        retries: Any = None,
-        *args: Any,
-        **kwargs: Any,
+        body: Any,
+        headers: Any,
+        retries: AzRetry,
+        args: Tuple[Any, ...],
+        kwargs: Dict[str, Any],
     ) -> Any:
-        config = self.azguard_config
-        if config is None:
-            return super().urlopen(  # type: ignore[misc]
-                method, url, body, headers, retries, *args, **kwargs
-            )
-        if retries is None and isinstance(self.retries, Retry):
-            # The pool's own Retry (PoolManager.urlopen passes none): wrapped
-            # once, not on every request.
-            cached = self._azguard_default_retry
-            if cached is None or cached[0] is not self.retries:
-                wrapped = AzRetry.wrap(self.retries, config.retry_non_idempotent)
-                cached = self._azguard_default_retry = (self.retries, wrapped)
-            retries = cached[1]
-        elif not isinstance(retries, AzRetry):
-            if not isinstance(retries, Retry):
-                # What urllib3's own urlopen does with None, an int or a bool.
-                redirect = args[0] if args else kwargs.get("redirect", True)
-                retries = Retry.from_int(retries, redirect=redirect, default=self.retries)
-            retries = AzRetry.wrap(retries, config.retry_non_idempotent)
-        gate = self._azguard_gate
-        if not config.breaker or gate.depth:
-            return super().urlopen(  # type: ignore[misc]
-                method, url, body, headers, retries, *args, **kwargs
-            )
-        reg = registry()
-        known = self._azguard_breaker
-        if known is not None and known[0] is reg and known[1] == reg.generation and url[:1] == "/":
-            breaker = known[2]  # this pool's origin, as on nearly every request
-        else:
-            breaker = self._azguard_breaker_for(config, url, reg)
-        clock = reg.clock
+        config: GuardConfig = pool.azguard_config
+        breaker = self.breaker
+        if breaker is None or breaker.retired or url[:1] != "/":
+            breaker = self._breaker_for(pool, config, url)
+        clock = breaker.clock
         try:
             ticket = breaker.admit(clock())
         except CircuitOpenError as err:
             raise PoolCircuitOpenError(err.host, err.retry_at) from None
-        gate.depth = 1
+        attempt.depth = 1
         try:
-            response = super().urlopen(  # type: ignore[misc]
-                method, url, body, headers, retries, *args, **kwargs
-            )
+            response = call(method, url, body, headers, retries, *args, **kwargs)
         except BaseException as exc:
             record_exception(breaker, ticket, exc, clock())
             raise
         finally:
-            gate.depth = 0
+            attempt.depth = 0
         if response.status in config.breaker_statuses:
             breaker.record_failure(ticket, clock())
-        else:
+        elif ticket or not breaker.calm:
             # As the adapter's gate: a success on a fresh connection closes a
             # breaker that is not closed (asked only then).
             breaker.record_success(
                 ticket, clock(), not breaker.closed and fresh_connection(response)
             )
         return response
+
+
+class _FrontDoorPool:
+    """Mixin of the front door's pools (see ``_FrontDoor``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._azguard_front = _FrontDoor()
 
 
 # mypy compares the mixins' urlopen with RequestMethods.urlopen (see _pool).
