@@ -282,7 +282,7 @@ def test_blackholed_redis_stalls_one_request_per_reattach_interval(
     silent.bind(("127.0.0.1", 0))
     silent.listen(64)  # handshakes complete, nobody ever answers
     clock = Clock(T0)
-    reset_breakers(clock=clock, reattach_interval=5.0, redis_socket_timeout=0.1, sync_interval=0)
+    reset_breakers(clock=clock, reattach_interval=5.0, redis_socket_timeout=0.05, sync_interval=0)
     try:
         url = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
         s = mount(requests.Session(), GuardConfig(retries=0, redis_url=url))

@@ -23,7 +23,7 @@ import ssl
 import sys
 import time
 import warnings
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Type
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type
 from urllib.parse import urlsplit
 
 import requests
@@ -438,16 +438,24 @@ def diagnose(
     return report
 
 
+def _map_leaves(value: Any, leaf: type, change: Callable[[Any], Any]) -> Any:
+    """``value`` (a JSON-able report) with ``change`` applied to every ``leaf``
+    inside it, through dicts (values only, not keys), lists and tuples (which
+    come back as lists, as JSON has them).  One walk for ``rounded`` and
+    ``_scrubbed``, so the two cannot come to disagree on what they reach."""
+    if isinstance(value, leaf):
+        return change(value)
+    if isinstance(value, dict):
+        return {k: _map_leaves(v, leaf, change) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_map_leaves(v, leaf, change) for v in value]
+    return value
+
+
 def rounded(value: Any, digits: int = 6) -> Any:
     """``value`` with every float rounded to ``digits`` decimals (microseconds
     for seconds): ``0.20001300000000002`` prints as ``0.200013``."""
-    if isinstance(value, float):
-        return round(value, digits)
-    if isinstance(value, dict):
-        return {k: rounded(v, digits) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [rounded(v, digits) for v in value]
-    return value
+    return _map_leaves(value, float, lambda v: round(v, digits))
 
 
 def _redact(url: str) -> str:
@@ -581,13 +589,7 @@ def _scrubbed(value: Any, url: str) -> Any:
     secrets, before JSON escaping could hide one from a text search."""
     from .._redact import scrub
 
-    if isinstance(value, str):
-        return scrub(value, url)
-    if isinstance(value, dict):
-        return {k: _scrubbed(v, url) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_scrubbed(v, url) for v in value]
-    return value
+    return _map_leaves(value, str, lambda v: scrub(v, url))
 
 
 def _fail(message: str, as_json: bool) -> int:
