@@ -21,6 +21,7 @@ from urllib3.exceptions import ProtocolError
 from urllib3.util.wait import wait_for_read
 
 from . import _watchdog
+from ._condemn import condemned_at
 from ._config import GuardConfig
 from ._failure import CONNECT, REQUEST, RESPONSE
 from ._instrument import NoopInstrumentation, hooks
@@ -40,7 +41,7 @@ from ._tcpinfo import (
     read_flow,
     read_vitals,
 )
-from ._validation import Peer, gather, peer_of, reuse_verdict
+from ._validation import Peer, gather, peer_of, quiet_window, reuse_verdict
 
 __all__ = ["AzHTTPConnection", "AzHTTPSConnection", "GuardedConnection"]
 
@@ -88,6 +89,10 @@ class GuardedConnection:
     azguard_raw: Any = None
     #: A poll object registered for that socket (reuse checks).
     azguard_poller: Any = None
+    #: The TLS socket's ``pending`` (decrypted bytes buffered), None for plain TCP.
+    azguard_pending: Any = None
+    #: ``_validation.quiet_window`` of the config (0: every reuse checks fully).
+    azguard_quiet_window: float = 0.0
     #: Its pool goes through a proxy (set by the pool).
     azguard_via_proxy: bool = False
     #: Connected during the current request (not reused from the pool).
@@ -120,6 +125,21 @@ class GuardedConnection:
     def send(self, data: Any) -> None:
         """Send ``data`` counting what the kernel accepted (one frame: this
         runs for every request)."""
+        sock = self.sock
+        if type(data) is bytes and sock is not None:
+            # The common case (urllib3 sends the request head as bytes).
+            sys.audit("http.client.send", self, data)
+            try:
+                # socket.sendall() hides how much went out before an error;
+                # send() tells, which is what the "nothing written" rule needs.
+                sent = sock.send(data)
+                self.azguard_bytes_sent += sent
+                if sent < len(data):
+                    self._azguard_send_rest(sock, memoryview(data)[sent:])
+            except OSError as exc:
+                judge_at(self, exc, REQUEST)
+                raise
+            return
         try:
             payload: Any = data
             if type(data) is not bytes:
@@ -127,7 +147,6 @@ class GuardedConnection:
                     payload = memoryview(data).cast("B")
                 except TypeError:
                     payload = None  # not bytes-like: http.client's generic path
-            sock = self.sock
             if sock is None and payload is not None and getattr(self, "auto_open", False):
                 # http.client connects lazily on the first send (urllib3 2.x
                 # relies on it for plain HTTP); connecting here keeps the count.
@@ -138,22 +157,18 @@ class GuardedConnection:
                 self.azguard_uncounted = True
                 super().send(data)  # type: ignore[misc]
                 return
-            data = payload
-            sys.audit("http.client.send", self, data)
-            # socket.sendall() hides how much went out before an error; send()
-            # tells, which is what the "nothing written" rule needs.  One call
-            # usually takes it all; a partial send continues from a view.
-            sent = sock.send(data)
-            self.azguard_bytes_sent += sent
-            if sent < len(data):
-                view = memoryview(data)[sent:]
-                while view:
-                    sent = sock.send(view)
-                    self.azguard_bytes_sent += sent
-                    view = view[sent:]
+            sys.audit("http.client.send", self, payload)
+            self._azguard_send_rest(sock, payload)
         except OSError as exc:
             judge_at(self, exc, REQUEST)
             raise
+
+    def _azguard_send_rest(self, sock: Any, view: Any) -> None:
+        """Send all of ``view``, counting; one call usually takes it all."""
+        while view:
+            sent = sock.send(view)
+            self.azguard_bytes_sent += sent
+            view = view[sent:]
 
     def getresponse(self, *args: Any, **kwargs: Any) -> Any:
         if args or kwargs:
@@ -262,6 +277,7 @@ class GuardedConnection:
         self.azguard_probing = False
         self.azguard_raw = raw_socket(self.sock)
         self.azguard_poller = None
+        self.azguard_pending = getattr(self.sock, "pending", None)
         self.azguard_peer = peer_of(self.azguard_raw)
         config = self.azguard_config
         if config is None:
@@ -312,6 +328,26 @@ class GuardedConnection:
             poller.register(raw, select.POLLIN)
         return bool(poller.poll(0))
 
+    def _azguard_settled(self, now: float) -> bool:
+        """Can only the socket's readability stop this idle connection's reuse?
+
+        True inside its ``quiet_window`` after it went back to the pool, while
+        it is younger than ``max_age`` and its peer was not condemned since it
+        opened: then ``reuse_verdict`` on the gathered facts says the same as
+        a poll alone, and gathering them (a NamedTuple and four calls) is
+        skipped on the busy path.
+        """
+        idle_since = self.azguard_idle_since
+        opened_at = self.azguard_opened_at
+        if idle_since is None or opened_at is None or now - idle_since >= self.azguard_quiet_window:
+            return False
+        max_age = self.azguard_config.max_age  # type: ignore[union-attr]
+        if max_age is not None and now - opened_at > max_age:
+            return False
+        peer = self.azguard_peer
+        condemned = None if peer is None else condemned_at(peer)
+        return condemned is None or opened_at > condemned
+
     @property
     def is_connected(self) -> bool:
         # urllib3 2.x asks this before reusing a pooled connection; answering
@@ -321,6 +357,11 @@ class GuardedConnection:
             return False
         if self.azguard_config is None:
             return not wait_for_read(self.sock, timeout=0.0)
+        poller = self.azguard_poller
+        if poller is not None and self._azguard_settled(time.monotonic()):
+            pending = self.azguard_pending
+            if not poller.poll(0) and not (pending is not None and pending()):
+                return True
         return self.azguard_reuse_check(poll=True) is None
 
     # -- set by the pool, through these methods only -------------------------------
@@ -334,6 +375,7 @@ class GuardedConnection:
     ) -> None:
         """The pool that made this connection guards it with ``config``."""
         self.azguard_config = config
+        self.azguard_quiet_window = quiet_window(config)
         self.azguard_host_label = host_label
         self.azguard_dns_target = dns_target
         self.azguard_via_proxy = via_proxy
@@ -358,8 +400,11 @@ class GuardedConnection:
         self.azguard_evicted_reason = None
         if not checked_by_urllib3:
             if self.sock is not None:
-                reason = self.azguard_reuse_check(poll=False)
-                self.azguard_evicted_reason = None
+                if self._azguard_settled(time.monotonic()):
+                    reason = None
+                else:
+                    reason = self.azguard_reuse_check(poll=False)
+                    self.azguard_evicted_reason = None
                 if reason is not None:
                     self.close()  # type: ignore[attr-defined]
             elif self.azguard_opened_at is not None:

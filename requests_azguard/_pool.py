@@ -85,6 +85,9 @@ class _Attempt:
 class FrontDoor(Protocol):
     """What the urllib3 front door (``_urllib3``) adds to a pool's urlopen."""
 
+    #: (the pool's ``retries``, it as an AzRetry), once ``retries()`` made it.
+    default_retry: Optional[Tuple[Any, AzRetry]]
+
     def retries(self, pool: Any, retries: Any, args: Tuple[Any, ...], kwargs: Any) -> AzRetry:
         """``retries`` (None, an int, a Retry) as the AzRetry this call uses."""
 
@@ -170,6 +173,7 @@ class GuardedPool:
     proxy: Any
     headers: Any
     conn_kw: Dict[str, Any]
+    retries: Any
 
     #: (config, whether its requests may be watched), see _azguard_facts.
     _azguard_watch_cache: Optional[Tuple[GuardConfig, bool]] = None
@@ -246,7 +250,11 @@ class GuardedPool:
             )
         front = self._azguard_front
         if front is not None and not isinstance(retries, AzRetry):
-            retries = front.retries(self, retries, args, kwargs)
+            default = front.default_retry
+            if retries is None and default is not None and default[0] is self.retries:
+                retries = default[1]  # the pool's own Retry, wrapped once
+            else:
+                retries = front.retries(self, retries, args, kwargs)
         if kwargs.get("timeout").__class__ is PreloadTimeout:
             kwargs["preload_content"] = True
             kwargs["decode_content"] = True

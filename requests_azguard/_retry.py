@@ -33,6 +33,8 @@ __all__ = ["AzRetry", "ReplayFacts", "replay_reason"]
 
 IDEMPOTENCY_HEADERS: Final = ("idempotency-key", "x-idempotency-key")
 
+_METHOD_RETRYABLE: Final = Retry._is_method_retryable
+
 
 class ReplayFacts(NamedTuple):
     """What is known about the failed attempt, gathered by the pool."""
@@ -119,7 +121,8 @@ class AzRetry(Retry):
     def _is_method_retryable(self, method: str) -> bool:
         # Forced only on the copy increment() makes once the guard's rules
         # found the replay safe (nothing written, idempotency key, "always").
-        return self._azguard_force or super()._is_method_retryable(method)
+        # (urllib3 asks on every response: no super() object.)
+        return self._azguard_force or _METHOD_RETRYABLE(self, method)
 
     def increment(
         self,

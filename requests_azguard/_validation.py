@@ -25,6 +25,7 @@ __all__ = [
     "ReuseFacts",
     "gather",
     "peer_of",
+    "quiet_window",
     "reuse_verdict",
 ]
 
@@ -90,6 +91,25 @@ def reuse_verdict(facts: ReuseFacts, now: float, config: GuardConfig) -> Optiona
     if dns is not None and peer_at_connect is not None and str(peer_at_connect[0]) not in dns:
         return "dns_drift"
     return None
+
+
+def quiet_window(config: GuardConfig) -> float:
+    """Seconds after a connection goes back to the pool during which nothing
+    but its socket's readability and a condemnation can make ``reuse_verdict``
+    refuse it, given that it is younger than ``max_age``.
+
+    Inside it ``gather`` asks the kernel nothing (``DEEP_CHECK_AFTER``) and
+    ``max_idle`` cannot have passed.  With DNS rechecks on, an answer can
+    drift at any moment: the window is empty and every reuse takes the whole
+    check.  The connection uses it to skip gathering the facts a busy pool
+    would gather for nothing (``_connection.GuardedConnection.is_connected``;
+    tests check that the shortcut agrees with the verdict).
+    """
+    if config.dns_recheck is not None:
+        return 0.0
+    if config.max_idle is not None:
+        return min(DEEP_CHECK_AFTER, config.max_idle)
+    return DEEP_CHECK_AFTER
 
 
 Peer = Tuple[Any, ...]

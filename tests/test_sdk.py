@@ -142,6 +142,34 @@ def test_callers_retry_settings_are_kept(server: HTTPTestServer) -> None:
     assert len(server.requests) == 3
 
 
+# A body short of its Content-Length, and a chunked body cut mid-chunk.
+_BROKEN_BODIES = {
+    "short_content_length": b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly a few bytes",
+    "broken_chunked": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel",
+}
+
+
+def _urllib3_outcome(pm: Any, url: str) -> object:
+    """The exception class raised, or the body returned."""
+    try:
+        return pm.request("GET", url, timeout=urllib3.Timeout(connect=2, read=2)).data
+    except urllib3.exceptions.HTTPError as exc:
+        return type(exc)
+
+
+@pytest.mark.parametrize("fault", sorted(_BROKEN_BODIES))
+def test_front_door_preloads_a_body_as_urllib3_does(server: HTTPTestServer, fault: str) -> None:
+    # The front door stands in for urllib3: a broken body fails as it does
+    # there (on 1.26 too, where requests, reading in chunks, accepts a short one).
+    server.behaviour = lambda req: Action(raw=_BROKEN_BODIES[fault])
+    plain = _urllib3_outcome(urllib3.PoolManager(retries=Retry(False)), server.url + "/")
+    guarded = _urllib3_outcome(
+        az.PoolManager(config=CFG.replace(breaker=False), retries=Retry(False)), server.url + "/"
+    )
+    assert guarded == plain, (fault, plain, guarded)
+    assert plain is urllib3.exceptions.ProtocolError
+
+
 def test_breaker_gates_urlopen_once_per_call_and_opens(server: HTTPTestServer, clock: Clock) -> None:
     server.behaviour = lambda req: Action(status=503)
     cfg = CFG.replace(breaker_fail_max=2)

@@ -21,6 +21,8 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 import requests
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pooled import only_pooled
 from recorder import Recorder
 from servers import Action, HTTPTestServer, rst_close, wait_until
@@ -705,3 +707,85 @@ def test_tcp_info_reports_healthy_on_loopback(recorder: Recorder) -> None:
     assert [(h, g) for h, _, g in recorder.of("tcp_info")] == [(host, HEALTHY), (host, HEALTHY)]
     assert all(rtt > 0 for _, rtt, _ in recorder.of("tcp_info"))
     session.close()
+
+
+# -- the quiet window: the reuse shortcut agrees with the verdict ------------------------
+
+# Times on a grid of 1/64 s, exact in binary floating point, so that the
+# shortcut's sums and the verdict's differences round alike.
+_grid = st.integers(0, 64 * 30).map(lambda n: n / 64)
+_limit = st.none() | st.integers(1, 64 * 30).map(lambda n: n / 64)
+# How long the connection has been back in the pool: mostly inside the
+# quiet window (DEEP_CHECK_AFTER), where the shortcut applies.
+_waited = st.integers(0, 32).map(lambda n: n / 64)
+
+
+def _idle_connection(config: GuardConfig, sock: socket.socket) -> Any:
+    conn = _connection.GuardedConnection()
+    conn.sock = sock
+    conn.azguard_bind(config, "http://x:80", ("x", 80), False)
+    conn.azguard_raw = sock
+    conn.azguard_peer = PEER
+    return conn
+
+
+@settings(max_examples=400, deadline=None, database=None)
+@given(
+    opened=_grid,
+    idle_after=_grid,
+    waited=_waited,
+    max_age=_limit,
+    max_idle=_limit,
+    dns=st.booleans(),
+    condemned=st.none() | _grid,
+)
+def test_the_reuse_shortcut_agrees_with_the_full_check(
+    opened: float,
+    idle_after: float,
+    waited: float,
+    max_age: Optional[float],
+    max_idle: Optional[float],
+    dns: bool,
+    condemned: Optional[float],
+) -> None:
+    config = GuardConfig(
+        breaker=False, max_age=max_age, max_idle=max_idle, dns_recheck=1.0 if dns else None
+    )
+    a, b = socket.socketpair()
+    try:
+        conn = _idle_connection(config, a)
+        conn.azguard_opened_at = T0 + opened
+        conn.azguard_idle_since = T0 + opened + idle_after
+        now = conn.azguard_idle_since + waited
+        reset_condemnations()
+        if condemned is not None:
+            condemn(PEER, T0 + condemned)
+        if conn._azguard_settled(now):
+            # Nothing to read on the socket: the full check must reuse it too.
+            facts = gather(conn, now, config, poll=True, dns_target=conn.azguard_dns_target)
+            assert reuse_verdict(facts, now, config) is None, facts
+    finally:
+        a.close()
+        b.close()
+        reset_condemnations()
+
+
+def test_the_reuse_shortcut_covers_a_busy_pool_and_nothing_else() -> None:
+    a, b = socket.socketpair()
+    try:
+        conn = _idle_connection(CFG, a)
+        conn.azguard_opened_at = T0
+        conn.azguard_idle_since = T0 + 5.0
+        assert conn._azguard_settled(T0 + 5.0 + DEEP_CHECK_AFTER / 2)  # just put back
+        assert not conn._azguard_settled(T0 + 5.0 + DEEP_CHECK_AFTER)  # the kernel is asked
+        condemn(PEER, T0 + 1.0)
+        assert not conn._azguard_settled(T0 + 5.0 + DEEP_CHECK_AFTER / 2)  # condemned since
+        reset_condemnations()
+        conn.azguard_opened_at = T0 + 5.0 - CFG.max_age - 0.5  # type: ignore[operator]
+        assert not conn._azguard_settled(T0 + 5.0 + 0.01)  # too old
+        dns_conn = _idle_connection(CFG.replace(dns_recheck=30.0), a)
+        dns_conn.azguard_opened_at, dns_conn.azguard_idle_since = T0, T0 + 5.0
+        assert not dns_conn._azguard_settled(T0 + 5.0)  # DNS may drift at any time
+    finally:
+        a.close()
+        b.close()
