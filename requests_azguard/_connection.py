@@ -45,7 +45,9 @@ from ._validation import Peer, gather, peer_of, quiet_window, reuse_verdict
 
 __all__ = ["AzHTTPConnection", "AzHTTPSConnection", "GuardedConnection"]
 
-# urllib3 2.x reads a preloaded body inside getresponse(); 1.26 outside it.
+# urllib3 2.x reads a preloaded body inside getresponse() and asks
+# is_connected before reusing a connection; 1.26 reads it outside, and polls
+# the socket itself.  Decided once.
 _LEGACY_BODY_READ = not hasattr(HTTPConnection, "is_connected")
 
 
@@ -97,8 +99,6 @@ class GuardedConnection:
     azguard_via_proxy: bool = False
     #: Connected during the current request (not reused from the pool).
     azguard_fresh: bool = False
-    #: The current request is ``stream=True``: its body is the caller's.
-    azguard_stream: bool = False
     #: The watchdog is probing this flow while its request waits.
     azguard_probing: bool = False
     #: Why the watchdog aborted the current request ("blackhole",
@@ -173,8 +173,9 @@ class GuardedConnection:
     def getresponse(self, *args: Any, **kwargs: Any) -> Any:
         if args or kwargs:
             # urllib3 1.26 asks with buffering=True first (Python 2's
-            # signature); http.client refuses, and it asks again without.
-            return super().getresponse(*args, **kwargs)  # type: ignore[misc]
+            # signature), and asks again without when refused, as
+            # http.client (the only getresponse below this one) refuses.
+            raise TypeError("getresponse() takes no arguments")
         # A replayable request is watched while it waits, so that the
         # watchdog can probe or abort it (_watchdog).  A stream=True body is
         # the caller's once the headers are in: it is no longer watched.
@@ -382,8 +383,6 @@ class GuardedConnection:
 
     def azguard_claim(
         self,
-        checked_by_urllib3: bool,
-        stream: bool,
         watched: bool,
         idempotency_key: bool,
         body_replayable: bool,
@@ -398,7 +397,7 @@ class GuardedConnection:
         """
         reason = self.azguard_evicted_reason
         self.azguard_evicted_reason = None
-        if not checked_by_urllib3:
+        if _LEGACY_BODY_READ:  # urllib3 1.26
             if self.sock is not None:
                 if self._azguard_settled(time.monotonic()):
                     reason = None
@@ -416,7 +415,6 @@ class GuardedConnection:
         self.azguard_verdict = None
         self.azguard_bytes_sent = 0
         self.azguard_uncounted = False
-        self.azguard_stream = stream
         self.azguard_watched = watched
         self.azguard_idempotency_key = idempotency_key
         self.azguard_body_replayable = body_replayable

@@ -79,7 +79,9 @@ def _reset_pool(pool: Any) -> None:
     # Only references are dropped: no conn.close(), no shutdown().  urllib3's
     # queue is replaced rather than drained, since its mutex may have been
     # held by a parent thread at fork time.
-    pool._azguard_local = threading.local()
+    after_fork = getattr(pool, "azguard_after_fork", None)
+    if after_fork is not None:
+        after_fork()
     queue = getattr(pool, "pool", None)
     if queue is None:  # a closed pool stays closed
         return

@@ -58,28 +58,30 @@ class PreloadTimeout(Timeout):
 
 
 #: The facts of a connection taken outside urlopen (urllib3's own helpers).
-_NO_REQUEST: Final = (False, False, False, True)
+_NO_REQUEST: Final = (False, False, True)
 
 
-class _Attempt:
-    """One thread's attempt in progress on one pool: the facts of the request
-    that urlopen saw, until _get_conn hands them to the connection it takes.
-    One object per thread and pool, reused: each thread-local lookup costs.
+class _Attempt(threading.local):
+    """Per thread and pool: the facts of the request that urlopen saw, until
+    _get_conn hands them to the connection it takes.
 
     It also remembers the last request's facts by their shape (the Retry
-    object, the method, stream or not) for a request without a body whose
+    object and the method) for a request without a body whose
     method the Retry may replay: then the headers cannot change them, and a
     busy loop computes them once.
     """
 
-    __slots__ = ("depth", "facts", "shape", "shape_facts")
-
     def __init__(self) -> None:
-        self.facts: Optional[Tuple[bool, bool, bool, bool]] = None
-        self.shape: Optional[Tuple[Any, str, bool]] = None
-        self.shape_facts: Tuple[bool, bool, bool, bool] = _NO_REQUEST
+        self.facts: Optional[Tuple[bool, bool, bool]] = None
+        self.shape_retries: Any = _NO_SHAPE
+        self.shape_method = ""
+        self.shape_facts: Tuple[bool, bool, bool] = _NO_REQUEST
         #: Inside the front door's breaker gate (its urlopen re-enters).
         self.depth = 0
+
+
+#: No Retry is this object: no request has a remembered shape yet.
+_NO_SHAPE: Final = object()
 
 
 class FrontDoor(Protocol):
@@ -184,8 +186,12 @@ class GuardedPool:
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # Per thread: the attempt in progress (see _Attempt).
-        self._azguard_local = threading.local()
+        self._azguard_attempt = _Attempt()
         _fork.track_pool(self)  # a forked child forgets this pool's connections
+
+    def azguard_after_fork(self) -> None:
+        """In a forked child: no attempt of the parent's threads is in progress."""
+        self._azguard_attempt = _Attempt()
 
     def _new_conn(self) -> Any:
         conn = super()._new_conn()  # type: ignore[misc]
@@ -212,13 +218,13 @@ class GuardedPool:
             return conn
         # Prepared here rather than in _make_request: overriding that hook
         # means repacking its dozen keyword arguments on every request.
-        attempt: Optional[_Attempt] = getattr(self._azguard_local, "attempt", None)
-        facts = None if attempt is None else attempt.facts
+        attempt = self._azguard_attempt
+        facts = attempt.facts
         if facts is None:
             facts = _NO_REQUEST
         else:
-            attempt.facts = None  # type: ignore[union-attr]
-        reason = conn.azguard_claim(_URLLIB3_ASKS_CONNECTION, *facts)
+            attempt.facts = None
+        reason = conn.azguard_claim(*facts)
         instrumentation = hooks()
         if type(instrumentation) is not NoopInstrumentation:
             if reason is not None:
@@ -260,27 +266,13 @@ class GuardedPool:
             kwargs["decode_content"] = True
             if not _URLLIB3_ASKS_CONNECTION:  # 1.26, whose pools read it in _LegacyResponse
                 kwargs[_LIKE_REQUESTS] = True
-        # A body not preloaded is the caller's (requests' stream=True).
-        stream = not kwargs.get("preload_content", True)
         # What _get_conn needs to prepare the connection this attempt gets.
         # urllib3 calls urlopen again for each retry, with the new Retry.
-        local = self._azguard_local
-        attempt: Optional[_Attempt] = getattr(local, "attempt", None)
-        if attempt is None:
-            attempt = local.attempt = _Attempt()
-        shape = attempt.shape
-        if (
-            body is None
-            and shape is not None
-            and shape[0] is retries
-            and shape[2] is stream
-            and shape[1] == method
-        ):
+        attempt = self._azguard_attempt
+        if body is None and attempt.shape_retries is retries and attempt.shape_method == method:
             attempt.facts = attempt.shape_facts
         else:
-            attempt.facts = self._azguard_facts(
-                attempt, config, method, body, headers, retries, stream
-            )
+            attempt.facts = self._azguard_facts(attempt, config, method, body, headers, retries)
         if front is None or attempt.depth or not config.breaker:
             return super().urlopen(  # type: ignore[misc]
                 method, url, body, headers, retries, *args, **kwargs
@@ -306,9 +298,8 @@ class GuardedPool:
         body: Any,
         headers: Any,
         retries: Any,
-        stream: bool,
-    ) -> Tuple[bool, bool, bool, bool]:
-        """(stream, watched, idempotency key, body replayable) of a request."""
+    ) -> Tuple[bool, bool, bool]:
+        """(watched, idempotency key, body replayable) of a request."""
         body_ok = body is None or _body_replayable(body)
         if isinstance(retries, AzRetry):
             idempotent = retries.azguard_idempotent(method)
@@ -333,9 +324,10 @@ class GuardedPool:
                 )
                 cached = self._azguard_watch_cache = (config, watchable)
             watched = cached[1]
-        facts = (stream, watched, keyed, body_ok)
+        facts = (watched, keyed, body_ok)
         if body is None and idempotent:
-            attempt.shape = (retries, method, stream)
+            attempt.shape_retries = retries
+            attempt.shape_method = method
             attempt.shape_facts = facts
         return facts
 
