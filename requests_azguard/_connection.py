@@ -201,15 +201,15 @@ class GuardedConnection:
             response.azguard_conn = self
         return response
 
-    def azguard_read_body(self, read: Callable[..., Any], r: Any, response_kw: Any) -> Any:
+    def azguard_read_body(self, read: Callable[[Any, Any], Any], r: Any, response_kw: Any) -> Any:
         """urllib3 1.26 reads a preloaded body outside ``getresponse``: run
-        ``read(r, **response_kw)`` watched like the wait for the headers, and
+        ``read(r, response_kw)`` watched like the wait for the headers, and
         judge its failure."""
         watched = self.azguard_watched
         if watched:
             _watchdog.watch(self, time.monotonic())
         try:
-            response = read(r, **response_kw)
+            response = read(r, response_kw)
             self._azguard_check_aborted()
         except BaseException as exc:
             judge_at(self, exc, RESPONSE)

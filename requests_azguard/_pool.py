@@ -57,6 +57,10 @@ class PreloadTimeout(Timeout):
     """
 
 
+#: urllib3's own default for urlopen's ``timeout`` (a sentinel object on
+#: 1.26, an enum member on 2.x): the sixth of its defaults on both lines.
+_DEFAULT_TIMEOUT: Final = HTTPConnectionPool.urlopen.__defaults__[5]  # type: ignore[index]
+
 #: The facts of a connection taken outside urlopen (urllib3's own helpers).
 _NO_REQUEST: Final = (False, False, True)
 
@@ -85,28 +89,16 @@ _NO_SHAPE: Final = object()
 
 
 class FrontDoor(Protocol):
-    """What the urllib3 front door (``_urllib3``) adds to a pool's urlopen."""
+    """What the urllib3 front door (``_urllib3._FrontDoor``) adds to a pool's urlopen."""
 
     #: (the pool's ``retries``, it as an AzRetry), once ``retries()`` made it.
     default_retry: Optional[Tuple[Any, AzRetry]]
-
-    def retries(self, pool: Any, retries: Any, args: Tuple[Any, ...], kwargs: Any) -> AzRetry:
-        """``retries`` (None, an int, a Retry) as the AzRetry this call uses."""
-
-    def urlopen(
-        self,
-        pool: Any,
-        attempt: _Attempt,
-        call: Callable[..., Any],
-        method: str,
-        url: str,
-        body: Any,
-        headers: Any,
-        retries: AzRetry,
-        args: Tuple[Any, ...],
-        kwargs: Dict[str, Any],
-    ) -> Any:
-        """``call(method, url, body, headers, retries, *args, **kwargs)`` behind the breaker."""
+    #: ``retries(pool, retries, redirect)``: the AzRetry this call uses.
+    retries: Callable[..., AzRetry]
+    #: ``urlopen(pool, attempt, call, args, response_kw)``:
+    #: ``call(*args, **response_kw)`` behind the breaker (``args`` are
+    #: urlopen's parameters up to ``body_pos``).
+    urlopen: Callable[..., Any]
 
 
 class _LegacyResponse(urllib3.response.HTTPResponse):
@@ -131,12 +123,18 @@ class _LegacyResponse(urllib3.response.HTTPResponse):
             return super().from_httplib(r, **response_kw)  # type: ignore[misc]
         # Watched by the in-flight watchdog and judged by the connection,
         # as urllib3 2.x's body read inside getresponse() is.
-        if like_requests:
-            return conn.azguard_read_body(cls._read_in_chunks, r, response_kw)
-        return conn.azguard_read_body(super().from_httplib, r, response_kw)  # type: ignore[misc]
+        read = cls._read_in_chunks if like_requests else cls._read_at_once
+        return conn.azguard_read_body(read, r, response_kw)
+
+    # The two reads take response_kw as a dict and expand it once, into
+    # urllib3's own from_httplib, as urllib3 does: this runs per request.
 
     @classmethod
-    def _read_in_chunks(cls, r: Any, **response_kw: Any) -> Any:
+    def _read_at_once(cls, r: Any, response_kw: Dict[str, Any]) -> Any:
+        return super().from_httplib(r, **response_kw)  # type: ignore[misc]
+
+    @classmethod
+    def _read_in_chunks(cls, r: Any, response_kw: Dict[str, Any]) -> Any:
         decode = response_kw.get("decode_content", True)
         response_kw["preload_content"] = False
         response = super().from_httplib(r, **response_kw)  # type: ignore[misc]
@@ -245,50 +243,66 @@ class GuardedPool:
         body: Any = None,
         headers: Any = None,
         retries: Any = None,
-        *args: Any,
-        **kwargs: Any,
+        redirect: bool = True,
+        assert_same_host: bool = True,
+        timeout: Any = _DEFAULT_TIMEOUT,
+        pool_timeout: Optional[float] = None,
+        release_conn: Optional[bool] = None,
+        chunked: bool = False,
+        body_pos: Any = None,
+        **response_kw: Any,
     ) -> Any:
-        # (body, headers and retries come first on both 1.26 and 2.x.)
+        # urllib3's parameters up to body_pos, the same on 1.26 and 2.x
+        # (tests/test_canary.py checks), spelled out and passed on by
+        # position: callers pass most of them by keyword, and collecting
+        # them into **kwargs only to expand them again costs a dict per call.
+        # (2.x's preload_content and decode_content travel in response_kw.)
         config = self.azguard_config
-        if config is None:
-            return super().urlopen(  # type: ignore[misc]
-                method, url, body, headers, retries, *args, **kwargs
-            )
         front = self._azguard_front
-        if front is not None and not isinstance(retries, AzRetry):
-            default = front.default_retry
-            if retries is None and default is not None and default[0] is self.retries:
-                retries = default[1]  # the pool's own Retry, wrapped once
+        gated = False
+        if config is not None:
+            if front is not None and not isinstance(retries, AzRetry):
+                default = front.default_retry
+                if retries is None and default is not None and default[0] is self.retries:
+                    retries = default[1]  # the pool's own Retry, wrapped once
+                else:
+                    retries = front.retries(self, retries, redirect)
+            if timeout.__class__ is PreloadTimeout:
+                response_kw["preload_content"] = True
+                response_kw["decode_content"] = True
+                if not _URLLIB3_ASKS_CONNECTION:  # 1.26, whose pools read it in _LegacyResponse
+                    response_kw[_LIKE_REQUESTS] = True
+            # What _get_conn needs to prepare the connection this attempt
+            # gets.  urllib3 calls urlopen again for each retry, with the new Retry.
+            attempt = self._azguard_attempt
+            if body is None and attempt.shape_retries is retries and attempt.shape_method == method:
+                attempt.facts = attempt.shape_facts
             else:
-                retries = front.retries(self, retries, args, kwargs)
-        if kwargs.get("timeout").__class__ is PreloadTimeout:
-            kwargs["preload_content"] = True
-            kwargs["decode_content"] = True
-            if not _URLLIB3_ASKS_CONNECTION:  # 1.26, whose pools read it in _LegacyResponse
-                kwargs[_LIKE_REQUESTS] = True
-        # What _get_conn needs to prepare the connection this attempt gets.
-        # urllib3 calls urlopen again for each retry, with the new Retry.
-        attempt = self._azguard_attempt
-        if body is None and attempt.shape_retries is retries and attempt.shape_method == method:
-            attempt.facts = attempt.shape_facts
-        else:
-            attempt.facts = self._azguard_facts(attempt, config, method, body, headers, retries)
-        if front is None or attempt.depth or not config.breaker:
-            return super().urlopen(  # type: ignore[misc]
-                method, url, body, headers, retries, *args, **kwargs
-            )
-        return front.urlopen(
-            self,
-            attempt,
-            super().urlopen,  # type: ignore[misc]
+                attempt.facts = self._azguard_facts(attempt, config, method, body, headers, retries)
+            gated = front is not None and not attempt.depth and config.breaker
+        args = (
             method,
             url,
             body,
             headers,
             retries,
-            args,
-            kwargs,
+            redirect,
+            assert_same_host,
+            timeout,
+            pool_timeout,
+            release_conn,
+            chunked,
+            body_pos,
         )
+        if gated:
+            return front.urlopen(  # type: ignore[union-attr]
+                self,
+                self._azguard_attempt,
+                super().urlopen,  # type: ignore[misc]
+                args,
+                response_kw,
+            )
+        return super().urlopen(*args, **response_kw)  # type: ignore[misc]
 
     def _azguard_facts(
         self,

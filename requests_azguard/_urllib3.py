@@ -134,7 +134,7 @@ class _FrontDoor:
         #: (the pool's retries, that Retry wrapped as an AzRetry).
         self.default_retry: Optional[Tuple[Any, AzRetry]] = None
 
-    def retries(self, pool: Any, retries: Any, args: Tuple[Any, ...], kwargs: Any) -> AzRetry:
+    def retries(self, pool: Any, retries: Any, redirect: bool) -> AzRetry:
         mode = pool.azguard_config.retry_non_idempotent
         if retries is None and isinstance(pool.retries, Retry):
             # The pool's own Retry (PoolManager.urlopen passes none): wrapped
@@ -145,7 +145,6 @@ class _FrontDoor:
             return cached[1]
         if not isinstance(retries, Retry):
             # What urllib3's own urlopen does with None, an int or a bool.
-            redirect = args[0] if args else kwargs.get("redirect", True)
             retries = Retry.from_int(retries, redirect=redirect, default=pool.retries)
         return AzRetry.wrap(retries, mode)
 
@@ -168,15 +167,11 @@ class _FrontDoor:
         pool: Any,
         attempt: Any,
         call: Callable[..., Any],
-        method: str,
-        url: str,
-        body: Any,
-        headers: Any,
-        retries: AzRetry,
         args: Tuple[Any, ...],
-        kwargs: Dict[str, Any],
+        response_kw: Dict[str, Any],
     ) -> Any:
         config: GuardConfig = pool.azguard_config
+        url: str = args[1]
         breaker = self.breaker
         if breaker is None or breaker.retired or url[:1] != "/":
             breaker = self._breaker_for(pool, config, url)
@@ -187,7 +182,7 @@ class _FrontDoor:
             raise PoolCircuitOpenError(err.host, err.retry_at) from None
         attempt.depth = 1
         try:
-            response = call(method, url, body, headers, retries, *args, **kwargs)
+            response = call(*args, **response_kw)
         except BaseException as exc:
             record_exception(breaker, ticket, exc, clock())
             raise

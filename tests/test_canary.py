@@ -42,3 +42,23 @@ def test_requests_adapter_hooks() -> None:
         assert hasattr(adapter, name), f"requests HTTPAdapter.{name} is gone"
     params = inspect.signature(adapter.init_poolmanager).parameters
     assert "pool_kwargs" in params
+
+
+def test_urlopen_parameters_the_guard_spells_out() -> None:
+    # GuardedPool.urlopen names urllib3's parameters up to body_pos and passes
+    # them on by position: their order and defaults must be urllib3's.
+    from requests_azguard._pool import GuardedPool
+
+    ours = list(inspect.signature(GuardedPool.urlopen).parameters.values())
+    theirs = list(
+        inspect.signature(urllib3.connectionpool.HTTPConnectionPool.urlopen).parameters.values()
+    )
+    spelled = [p for p in ours if p.kind is p.POSITIONAL_OR_KEYWORD]
+    assert [p.name for p in spelled] == [p.name for p in theirs[: len(spelled)]]
+    assert spelled[-1].name == "body_pos"
+    assert [p.default for p in spelled] == [p.default for p in theirs[: len(spelled)]]
+    # The rest (2.x's preload_content and decode_content) are keyword-passable.
+    assert ours[-1].kind is inspect.Parameter.VAR_KEYWORD
+    assert all(
+        p.default is not p.empty for p in theirs[len(spelled) :] if p.kind is not p.VAR_KEYWORD
+    )
