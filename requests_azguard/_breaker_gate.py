@@ -68,10 +68,6 @@ def fresh_connection(raw: Any) -> bool:
     return bool(fresh)
 
 
-def _fresh(response: requests.Response) -> bool:
-    return fresh_connection(response.raw)
-
-
 def _open_circuit(
     breaker: HostBreaker,
     err: CircuitOpenError,
@@ -144,7 +140,9 @@ def guarded_send(
     elif ticket or not breaker.calm:
         # Only a breaker that is not closed cares whether the connection was
         # fresh (see record_success): asked then, not on every request.
-        breaker.record_success(ticket, clock(), not breaker.closed and _fresh(response))
+        breaker.record_success(
+            ticket, clock(), not breaker.closed and fresh_connection(response.raw)
+        )
     if proxy is not None:
         # The proxy carried the request there and back: it works.
         proxy.record_success(proxy_ticket, clock())

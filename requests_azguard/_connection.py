@@ -14,7 +14,7 @@ import select
 import socket
 import sys
 import time
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, Final, List, Optional, Tuple
 
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.exceptions import ProtocolError
@@ -45,10 +45,11 @@ from ._validation import Peer, gather, peer_of, quiet_window, reuse_verdict
 
 __all__ = ["AzHTTPConnection", "AzHTTPSConnection", "GuardedConnection"]
 
-# urllib3 2.x reads a preloaded body inside getresponse() and asks
-# is_connected before reusing a connection; 1.26 reads it outside, and polls
-# the socket itself.  Decided once.
-_LEGACY_BODY_READ = not hasattr(HTTPConnection, "is_connected")
+#: urllib3 1.26 (not 2.x): it reads a preloaded body outside getresponse(),
+#: and polls a pooled socket itself where 2.x asks ``is_connected``, so the
+#: pool adds the rest of the reuse check at claim.  Decided once, here, for
+#: the connection and its pool.
+LEGACY_URLLIB3: Final = not hasattr(HTTPConnection, "is_connected")
 
 
 def _apply(raw: Any, options: List[SocketOption]) -> None:
@@ -197,7 +198,7 @@ class GuardedConnection:
         # host reachable (urllib3 1.26 wraps this object in its own response,
         # and reads the body there: see _pool._LegacyResponse).
         response.azguard_fresh = self.azguard_fresh
-        if _LEGACY_BODY_READ:
+        if LEGACY_URLLIB3:
             response.azguard_conn = self
         return response
 
@@ -397,7 +398,7 @@ class GuardedConnection:
         """
         reason = self.azguard_evicted_reason
         self.azguard_evicted_reason = None
-        if _LEGACY_BODY_READ:  # urllib3 1.26
+        if LEGACY_URLLIB3:
             if self.sock is not None:
                 if self._azguard_settled(time.monotonic()):
                     reason = None

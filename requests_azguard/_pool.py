@@ -13,7 +13,6 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable, Dict, Final, List, Optional, Protocol, Tuple, Type
 
-import urllib3.connection
 import urllib3.response
 from requests.structures import CaseInsensitiveDict
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
@@ -23,7 +22,7 @@ from urllib3.util.timeout import Timeout
 
 from . import _fork
 from ._config import GuardConfig
-from ._connection import AzHTTPConnection, AzHTTPSConnection, GuardedConnection
+from ._connection import LEGACY_URLLIB3, AzHTTPConnection, AzHTTPSConnection, GuardedConnection
 from ._instrument import NoopInstrumentation, hooks
 from ._keepalive import HOST_CONSTANTS, HOST_KIND, SocketOption, resting_options
 from ._retry import IDEMPOTENCY_HEADERS, AzRetry
@@ -37,11 +36,6 @@ __all__ = [
     "GuardedPool",
     "PreloadTimeout",
 ]
-
-# urllib3 2.x asks the connection (``is_connected``) and so runs the guard's
-# full check in place of its own poll; 1.26 polls itself and the pool adds the
-# rest.  Decided once.
-_URLLIB3_ASKS_CONNECTION = hasattr(urllib3.connection.HTTPConnection, "is_connected")
 
 
 class PreloadTimeout(Timeout):
@@ -270,7 +264,7 @@ class GuardedPool:
             if timeout.__class__ is PreloadTimeout:
                 response_kw["preload_content"] = True
                 response_kw["decode_content"] = True
-                if not _URLLIB3_ASKS_CONNECTION:  # 1.26, whose pools read it in _LegacyResponse
+                if LEGACY_URLLIB3:  # whose pools read it in _LegacyResponse
                     response_kw[_LIKE_REQUESTS] = True
             # What _get_conn needs to prepare the connection this attempt
             # gets.  urllib3 calls urlopen again for each retry, with the new Retry.
@@ -357,13 +351,13 @@ def _has_idempotency_key(headers: Any) -> bool:
 # base's, whose third positional differs; HTTPConnectionPool's is the real one.
 class AzHTTPConnectionPool(GuardedPool, HTTPConnectionPool):  # type: ignore[misc]
     ConnectionCls = AzHTTPConnection
-    if not _URLLIB3_ASKS_CONNECTION:
+    if LEGACY_URLLIB3:
         ResponseCls = _LegacyResponse
 
 
 class AzHTTPSConnectionPool(GuardedPool, HTTPSConnectionPool):  # type: ignore[misc]
     ConnectionCls = AzHTTPSConnection
-    if not _URLLIB3_ASKS_CONNECTION:
+    if LEGACY_URLLIB3:
         ResponseCls = _LegacyResponse
 
 

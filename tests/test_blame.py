@@ -224,12 +224,12 @@ def test_a_success_on_a_fresh_connection_closes_an_open_breaker(clock: Clock) ->
 
 
 def test_responses_say_whether_their_connection_was_fresh(clock: Clock) -> None:
-    from requests_azguard._breaker_gate import _fresh
+    from requests_azguard._breaker_gate import fresh_connection
 
     with HTTPTestServer() as srv:
         s = requests_azguard.mount(requests.Session(), GuardConfig(retries=0))
         first, second = s.get(srv.url, timeout=5), s.get(srv.url, timeout=5)
-    assert (_fresh(first), _fresh(second)) == (True, False)
+    assert (fresh_connection(first.raw), fresh_connection(second.raw)) == (True, False)
 
 
 def test_a_body_that_broke_and_a_replay_that_failed_raise_what_plain_raises(clock: Clock) -> None:
